@@ -1,0 +1,61 @@
+# The entry point for everything. `make help` lists the targets.
+# Component targets live in mk/*.mk; each may add prerequisites to `install`
+# or `test` (e.g. `install: protos`) without touching this file.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+STAMP := $(VENV)/.installed
+EXTRAS ?= trainer,serving,gateway,dev
+MODEL_REPOSITORY ?= model_repository
+MODEL_NAME ?= mnist
+RUN_DIR ?= .run
+PYTEST_ARGS ?=
+
+export MODEL_REPOSITORY MODEL_NAME RUN_DIR
+# TensorFlow's C++ start-up chatter hides the lines people need to read.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: help venv install lint format test demo clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort -u | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# uv resolves and installs TensorFlow's wheel set in seconds rather than minutes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	$(UV) pip install --python $(PY) --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(STAMP) ## Create .venv and install every component with its dev tools
+
+install: $(STAMP) ## Install (creates .venv on first use)
+
+lint: install ## Ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install ## Run every test (README's second command)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install ## Train a model if none exists, start the stack, send real images (README's first command)
+	$(PY) -m trainer train --if-empty
+	$(MAKE) --no-print-directory up
+	$(PY) scripts/demo.py
+
+clean: ## Remove the venv, run directory and reports (keeps the model repository)
+	rm -rf $(VENV) $(RUN_DIR) reports .pytest_cache .ruff_cache

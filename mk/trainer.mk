@@ -1,0 +1,17 @@
+# Trainer: train and publish a model version, and the trainer benchmark.
+
+MODEL ?= mlp
+DATASET ?= auto
+TRAIN_ARGS ?=
+
+.PHONY: train models bench-trainer
+
+train: install ## Train and publish a version (MODEL=mlp|mlp-bn|cnn DATASET=auto|offline|... TRAIN_ARGS=...)
+	$(PY) -m trainer train --model $(MODEL) --dataset $(DATASET) \
+		--model-repository $(MODEL_REPOSITORY) --model-name $(MODEL_NAME) $(TRAIN_ARGS)
+
+models: install ## List the model repository's versions with their recorded accuracy
+	$(PY) -m trainer list --model-repository $(MODEL_REPOSITORY)
+
+bench-trainer: install ## Accuracy and train+export wall time of mlp and cnn on the offline sample
+	$(PY) benchmarks/bench_trainer.py $(BENCH_ARGS)

@@ -1,0 +1,122 @@
+"""Every architecture builds and learns; optimizers and augmentation behave as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.data import Splits, load_offline, scale_pixels, split_dataset
+from trainer.models import Architecture, build_model
+from trainer.train import FitOptions, OptimizerName, fit_model, make_augmenter, make_optimizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def small_splits() -> Splits:
+    full = split_dataset(load_offline(), 0.1, 0.2, seed=0)
+    return Splits(
+        full.x_train[:640], full.y_train[:640], full.x_val[:200], full.y_val[:200],
+        full.x_test[:200], full.y_test[:200],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("architecture", "augment"),
+    [(Architecture.MLP, False), (Architecture.MLP_BN, False), (Architecture.CNN, True)],
+)
+def test_model_builds_and_learns_in_a_few_steps(
+    architecture: Architecture, augment: bool, small_splits: Splits
+) -> None:
+    model = build_model(architecture)
+    assert model.input_shape == (None, 28, 28)
+    assert model.output_shape == (None, 10)
+    images = scale_pixels(small_splits.x_val)
+    before = model.predict(images, verbose=0)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
+
+    options = FitOptions(
+        epochs=2, batch_size=32, learning_rate=1e-3, optimizer=OptimizerName.ADAM,
+        seed=0, augment=augment, patience=3,
+    )  # fmt: skip
+    history = fit_model(model, small_splits, options)
+    assert len(history["loss"]) == 2
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history)
+    accuracy = (model.predict(images, verbose=0).argmax(axis=1) == small_splits.y_val).mean()
+    # 40 steps on 640 digits: well above the 10% of chance, whatever the architecture.
+    assert accuracy > 0.4, f"{architecture} reached only {accuracy:.2f}"
+
+
+def test_architectures_match_the_seed_tutorials() -> None:
+    def layer_kinds(architecture: Architecture) -> list[str]:
+        return [type(layer).__name__ for layer in build_model(architecture).layers]
+
+    assert layer_kinds(Architecture.MLP) == ["InputLayer", "Flatten", "Dense", "Dense", "Dense"]
+    assert layer_kinds(Architecture.MLP_BN).count("BatchNormalization") == 2
+    assert layer_kinds(Architecture.MLP_BN).count("Dropout") == 2
+    assert [layer.rate for layer in build_model("mlp-bn").layers if hasattr(layer, "rate")] == [
+        0.3,
+        0.3,
+    ]
+    cnn = build_model(Architecture.CNN)
+    convs = [layer for layer in cnn.layers if type(layer).__name__ == "Conv2D"]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(32, (3, 3)), (64, (3, 3))]
+    assert layer_kinds(Architecture.CNN).count("MaxPooling2D") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"), [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")]
+)
+def test_optimizer_choice(name: str, cls: str) -> None:
+    optimizer = make_optimizer(name, 0.01)
+    assert type(optimizer).__name__ == cls
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+
+
+def test_augmentation_perturbs_but_never_mirrors(small_splits: Splits) -> None:
+    images = scale_pixels(small_splits.x_train[:64])
+    augmented = np.asarray(make_augmenter(seed=1)(images, training=True))
+    assert augmented.shape == images.shape
+    assert augmented.min() >= -1e-4 and augmented.max() <= 1.0 + 1e-4
+    assert not np.allclose(augmented, images)  # it does change the digits
+    # ...and inference leaves inputs untouched.
+    np.testing.assert_allclose(make_augmenter(seed=1)(images, training=False), images)
+
+    # A blob in the top-left quadrant: small rotations, zooms and shifts keep it there,
+    # a horizontal or vertical flip would move it to another quadrant.
+    probe = np.zeros((64, 28, 28), dtype=np.float32)
+    probe[:, 4:10, 4:10] = 1.0
+    moved = np.asarray(make_augmenter(seed=2)(probe, training=True))
+    rows, cols = np.indices((28, 28))
+    mass = moved.sum(axis=(1, 2))
+    assert (mass > 5).all()
+    centre_row = (moved * rows).sum(axis=(1, 2)) / mass
+    centre_col = (moved * cols).sum(axis=(1, 2)) / mass
+    assert (centre_row < 12).all() and (centre_col < 12).all()
+    assert not np.allclose(moved, probe)
+
+
+def test_training_is_reproducible_with_a_seed(small_splits: Splits) -> None:
+    from trainer.train import seed_everything
+
+    options = FitOptions(
+        epochs=1, batch_size=32, learning_rate=1e-3, optimizer=OptimizerName.ADAM,
+        seed=11, augment=True, patience=3,
+    )  # fmt: skip
+    images = scale_pixels(small_splits.x_val)
+    few = Splits(
+        small_splits.x_train[:256], small_splits.y_train[:256], small_splits.x_val,
+        small_splits.y_val, small_splits.x_test, small_splits.y_test,
+    )  # fmt: skip
+
+    def train_once(seed: int) -> np.ndarray:
+        seed_everything(seed)
+        model = build_model(Architecture.MLP)
+        fit_model(model, few, options)
+        return model.predict(images, verbose=0)
+
+    seed_everything(11)
+    untrained = build_model(Architecture.MLP).predict(images, verbose=0)
+    first, second = train_once(11), train_once(11)
+    assert not np.allclose(first, untrained, atol=1e-3)  # training did change the model
+    np.testing.assert_allclose(first, second, atol=1e-6)

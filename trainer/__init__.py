@@ -1,0 +1,1 @@
+"""Train MNIST models and publish them as TF Serving versions (`python -m trainer`)."""

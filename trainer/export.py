@@ -1,0 +1,165 @@
+"""Export a trained model as a TF Serving version: SavedModel with both signatures, warmup
+requests and metadata, published atomically by renaming a temporary sibling directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainer.data import IMAGE_SHAPE, scale_pixels
+from trainer.errors import ExportError
+from trainer.repository import METADATA_PATH, WARMUP_PATH, list_versions, next_version
+
+if TYPE_CHECKING:
+    import keras
+
+SERVING_DEFAULT = "serving_default"
+PREDICT_IMAGES = "predict_images"
+INPUT_KEY = "images"
+# Batch sizes replayed at load time: one request each, so the first real calls of each
+# common shape find the graph already traced and warmed.
+WARMUP_BATCH_SIZES = (1, 8)
+PUBLISH_ATTEMPTS = 5
+TEMP_PREFIX = ".tmp-export-"
+# An export takes seconds; a temporary directory this old was left by a killed trainer.
+STALE_EXPORT_SECONDS = 3600.0
+
+
+def build_serving_module(model: keras.Model) -> Any:
+    """Wrap `model` in a tf.Module whose two tf.functions are the serving signatures."""
+    import tensorflow as tf
+
+    pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+    class MnistServingModule(tf.Module):
+        def __init__(self, model: keras.Model) -> None:
+            super().__init__(name="mnist_serving")
+            self.model = model
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32, name=INPUT_KEY)]
+        )
+        def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            probabilities = self.model(images, training=False)
+            return {
+                "probabilities": probabilities,
+                "classes": tf.argmax(probabilities, axis=1, output_type=tf.int64),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None, pixels], tf.float32, name=INPUT_KEY)])
+        def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+            # TF Serving's MNIST tutorial feeds flat 784-vectors and reads `scores`.
+            return {"scores": self.model(tf.reshape(images, [-1, *IMAGE_SHAPE]), training=False)}
+
+    return MnistServingModule(model)
+
+
+def write_warmup_requests(path: Path, model_name: str, images: np.ndarray) -> int:
+    """Write TF Serving warmup records (PredictionLog) for both signatures; return the count."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    scaled = scale_pixels(images)
+    count = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature in (SERVING_DEFAULT, PREDICT_IMAGES):
+            for batch_size in WARMUP_BATCH_SIZES:
+                batch = scaled[:batch_size]
+                if signature == PREDICT_IMAGES:
+                    batch = batch.reshape(len(batch), -1)
+                request = predict_pb2.PredictRequest(
+                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+                )
+                request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(batch))
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+                writer.write(log.SerializeToString())
+                count += 1
+    return count
+
+
+def remove_stale_exports(model_dir: Path, older_than: float = STALE_EXPORT_SECONDS) -> list[Path]:
+    """Delete temporary export directories that a killed trainer left behind; return them.
+
+    A trainer killed before its rename (SIGKILL, OOM, node loss) cannot clean up. Servers
+    ignore such non-numeric directories, but they would pile up on the volume.
+    """
+    removed = []
+    cutoff = time.time() - older_than
+    for path in model_dir.glob(f"{TEMP_PREFIX}*"):
+        if path.is_dir() and path.stat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _write_metadata(version_dir: Path, metadata: dict[str, Any], version: int) -> None:
+    (version_dir / METADATA_PATH).write_text(json.dumps({**metadata, "version": version}, indent=2))
+
+
+def export_model(
+    model: keras.Model,
+    repository: Path,
+    model_name: str,
+    metadata: dict[str, Any],
+    warmup_images: np.ndarray,
+    before_publish: Callable[[Path], None] | None = None,
+) -> Path:
+    """Export `model` as the next version of `model_name` and return the version directory.
+
+    Everything is written into a non-numeric sibling directory first; the final rename is
+    atomic on one file system, so a server polling the repository sees either no new
+    version or a complete one. `before_publish` runs just before the rename (tests use it to
+    interrupt an export).
+    """
+    import tensorflow as tf
+
+    model_dir = repository / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_exports(model_dir)
+    temp_dir = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    try:
+        module = build_serving_module(model)
+        tf.saved_model.save(
+            module,
+            str(temp_dir),
+            signatures={
+                SERVING_DEFAULT: module.serving_default,
+                PREDICT_IMAGES: module.predict_images,
+            },
+        )
+        write_warmup_requests(temp_dir / WARMUP_PATH, model_name, warmup_images)
+        if before_publish is not None:
+            before_publish(temp_dir)
+        for _ in range(PUBLISH_ATTEMPTS):
+            version = next_version(model_dir)
+            # The version is known only now: another trainer may have published meanwhile.
+            _write_metadata(temp_dir, metadata, version)
+            target = model_dir / str(version)
+            try:
+                # os.rename onto an existing non-empty directory fails instead of merging.
+                temp_dir.rename(target)
+            except OSError:
+                if version in list_versions(model_dir):
+                    continue  # lost a race to a concurrent export: take the next number
+                raise
+            return target
+        raise ExportError(f"could not publish under {model_dir}: versions kept changing")
+    except ExportError:
+        raise
+    except Exception as error:
+        raise ExportError(
+            f"export to {model_dir} failed, nothing was published: {error}"
+        ) from error
+    finally:
+        if temp_dir.exists():
+            shutil.rmtree(temp_dir, ignore_errors=True)

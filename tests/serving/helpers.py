@@ -1,0 +1,137 @@
+"""Helpers for the serving tests: publish version copies, build requests, read metrics."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+MODEL_NAME = "mnist"
+
+
+def publish_copy(source_version: Path, model_dir: Path, version: int) -> Path:
+    """Publish a copy of a SavedModel version as `version`, atomically (temp dir + rename)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    temp = model_dir / f".tmp-copy-{version}"
+    shutil.copytree(source_version, temp)
+    target = model_dir / str(version)
+    temp.rename(target)
+    return target
+
+
+def write_model_config(
+    path: Path,
+    base_path: Path,
+    num_versions: int = 2,
+    labels: dict[str, int] | None = None,
+    name: str = MODEL_NAME,
+) -> Path:
+    """Write a text-format ModelServerConfig for one model with a latest-N policy."""
+    label_text = "".join(
+        f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in (labels or {}).items()
+    )
+    path.write_text(
+        "model_config_list {\n"
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "{base_path}"\n'
+        '    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ latest {{ num_versions: {num_versions} }} }}\n"
+        f"{label_text}"
+        "  }\n"
+        "}\n"
+    )
+    return path
+
+
+def scaled_images(images: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` uint8 images as float32 in [0, 1], shape [count, 28, 28]."""
+    return (images[:count].astype(np.float32) / 255.0).reshape(count, 28, 28)
+
+
+def predict_request(
+    images: np.ndarray,
+    signature_name: str = "",
+    version: int | None = None,
+    label: str | None = None,
+    name: str = MODEL_NAME,
+    alias: str = "images",
+):
+    """A PredictRequest built with the official stubs and tf.make_tensor_proto."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    if signature_name:
+        request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    request.inputs[alias].CopyFrom(tf.make_tensor_proto(images))
+    return request
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+    total = 0.0
+    pattern = re.compile(r"^(?P<name>[^\s{]+)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if not match or match["name"] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match["value"])
+    return total
+
+
+def build_spin_model(path: Path) -> None:
+    """A SavedModel whose `serving_default` runs `iterations` 128x128 matmuls.
+
+    Lets a test keep requests in flight (drain, timeouts) for as long as it needs.
+    """
+    import tensorflow as tf
+
+    class Spin(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="iterations")])
+        def serving_default(self, iterations):
+            weights = tf.fill([128, 128], 1.0 / 128)
+
+            def body(i, acc):
+                return i + 1, tf.matmul(acc, weights)
+
+            _, acc = tf.while_loop(
+                lambda i, acc: i < iterations, body, [tf.constant(0), tf.eye(128)]
+            )
+            return {"done": tf.reduce_sum(acc) * 0.0 + tf.cast(iterations, tf.float32)}
+
+    module = Spin()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
+
+
+def server_config(root: Path, labels: dict[str, int], extra_models: dict | None = None):
+    """ModelServerConfig of the shared multi-model server (plus `extra_models` name->path).
+
+    `mnist`: versions 1, 2, latest 2, `labels`; `rolling`: latest 1 (lifecycle tests);
+    `spin`: the slow model.
+    """
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    mnist = config.model_config_list.config.add(
+        name="mnist", base_path=str(root / "mnist"), model_platform="tensorflow"
+    )
+    mnist.model_version_policy.latest.num_versions = 2
+    for label, version in labels.items():
+        mnist.version_labels[label] = version
+    for name in ("rolling", "spin"):
+        config.model_config_list.config.add(
+            name=name, base_path=str(root / name), model_platform="tensorflow"
+        )
+    for name, base_path in (extra_models or {}).items():
+        config.model_config_list.config.add(name=name, base_path=str(base_path))
+    return config

@@ -1,0 +1,89 @@
+"""The gateway's Prometheus metrics (names are an interface: see docs/CONTRACTS.md)."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets in seconds, dense where the gateway's p50/p99 live (1-50 ms).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class GatewayMetrics:
+    """One registry per app, so each app (and each test) starts from zero."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request start to response end, by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.preprocess_duration = Histogram(
+            "gateway_preprocess_duration_seconds",
+            "Time to turn one request's input into the model's tensor, by input kind.",
+            ["input_kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time of gRPC calls to the model server, by model, version and gRPC code.",
+            ["model", "version", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "gateway_predictions",
+            "Predictions returned, by model, version and predicted class.",
+            ["model", "version", "class"],
+            registry=self.registry,
+        )
+        self.confidence = Histogram(
+            "gateway_prediction_confidence",
+            "Probability of the predicted class, by model and version.",
+            ["model", "version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "gateway_feedback",
+            "Feedback on predictions, by model, version and outcome (correct|incorrect).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.version_label_info = Gauge(
+            "gateway_version_label_info",
+            "1 for the version a label (stable, canary) last resolved to, by model.",
+            ["model", "version", "label"],
+            registry=self.registry,
+        )
+        # Labels move between versions during a rollout; remember where each one points so
+        # the old series is removed and rules never see a label on two versions at once.
+        self._label_versions: dict[tuple[str, str], str] = {}
+        self._label_lock = threading.Lock()
+
+    def observe_version_label(self, model: str, label: str, version: int) -> None:
+        """Record that `label` of `model` resolved to `version` (for canary-vs-stable rules)."""
+        current = str(version)
+        with self._label_lock:
+            previous = self._label_versions.get((model, label))
+            if previous == current:
+                return
+            if previous is not None:
+                self.version_label_info.remove(model, previous, label)
+            self._label_versions[(model, label)] = current
+            self.version_label_info.labels(model, current, label).set(1)

@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# The gateway image: slim Python, no TensorFlow, runs as a non-root user.
+# Build from the repository root:
+#   docker build -f docker/gateway.Dockerfile -t <registry>/mnist-serving/gateway:<tag> .
+# docker/gateway.Dockerfile.dockerignore limits the context to what this file copies.
+
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+# --- builder: dependencies into a venv, the TF Serving proto subset compiled ---------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /src
+
+# Only the `gateway` extra of pyproject.toml, read from the file itself so the image can
+# never drift from `pip install .[gateway]`; TensorFlow is in no part of it.
+COPY pyproject.toml ./
+RUN python -m venv /opt/venv \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['gateway']))" \
+        > /tmp/requirements-gateway.txt \
+    && /opt/venv/bin/pip install --requirement /tmp/requirements-gateway.txt
+
+# grpcio-tools lives in its own venv, so it never reaches the runtime stage. The protoc
+# call is the one `make protos` runs (mk/gateway.mk): one descriptor set with imports.
+RUN python -m venv /opt/protoc \
+    && /opt/protoc/bin/pip install grpcio-tools==1.85.1
+COPY gateway ./gateway
+WORKDIR /src/gateway/protos
+RUN mkdir -p ../_proto \
+    && find . -name '*.proto' -printf '%P\n' | sort \
+        | xargs /opt/protoc/bin/python -m grpc_tools.protoc -I. --include_imports \
+            --descriptor_set_out=../_proto/tensorflow_serving_subset.binpb
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /src/gateway /app/gateway
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "gateway"]

@@ -1,0 +1,9 @@
+"""Shared fixtures. Each fixture family lives in its own module under tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.processes",
+    "tests.fixtures.repository",
+    "tests.fixtures.serving",
+    "tests.fixtures.monitoring",
+    "tests.fixtures.gateway",
+]

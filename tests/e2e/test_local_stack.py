@@ -1,0 +1,82 @@
+"""`make up` / demo / `make down` for real: scripts/stack.py on free ports and a temp run
+directory, serving the fixture model, then scripts/demo.py through the gateway."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.processes import PYTHON, REPO_ROOT, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    gateway_port = free_port()
+    pushgateway_port = free_port()
+    stack = [
+        "scripts/stack.py",
+        f"--run-dir={run_dir}",
+        f"--model-repository={trained_repository}",
+        f"--grpc-port={free_port()}",
+        f"--rest-port={free_port()}",
+        f"--gateway-port={gateway_port}",
+        f"--prometheus-port={free_port()}",
+        f"--pushgateway-port={pushgateway_port}",
+    ]
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    try:
+        up = run(*stack[:1], "up", *stack[1:])
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"{gateway_url}  (API docs: {gateway_url}/docs)" in up.stdout
+        pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
+        # Prometheus and the Pushgateway join when their binaries are installed.
+        assert {"model-server", "gateway"} <= set(pids)
+        assert (run_dir / "gateway.log").exists() and (run_dir / "model-server.log").exists()
+        assert httpx.get(f"{gateway_url}/readyz").status_code == 200
+        if "pushgateway" in pids:
+            # The model trained before the stack ran has its offline accuracy pushed.
+            pushed = httpx.get(f"http://127.0.0.1:{pushgateway_port}/metrics").text
+            assert (
+                'trainer_eval_accuracy{instance="",job="trainer",model="mnist",version="1"}'
+                in pushed
+            )
+
+        again = run(*stack[:1], "up", *stack[1:])
+        assert again.returncode == 0
+        assert again.stdout.count("already running") == len(pids)
+
+        demo = run("scripts/demo.py", f"--gateway-url={gateway_url}", "--count=6")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        rows = [line for line in demo.stdout.splitlines() if re.match(r"^\s*\d+\s+\d\s+\d\s", line)]
+        assert len(rows) == 6, demo.stdout
+        assert "feedback sent" in demo.stdout
+
+        status = run(*stack[:1], "status", *stack[1:])
+        assert status.returncode == 0 and status.stdout.count(" ready ") == len(pids)
+    finally:
+        down = run(*stack[:1], "down", *stack[1:])
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not any(pid_alive(pid) for pid in pids.values())
+    assert not list(run_dir.glob("*.pid"))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{gateway_url}/healthz", timeout=2)

@@ -265,14 +265,18 @@ def test_sigterm_to_the_model_server_drains_in_flight_requests(
         gateway.url,
         PREDICT_PATH,
         predict_body(digits, count=64),
-        rate=80,
-        concurrency=16,
+        rate=400,  # above what the stack answers, so the 8 slots stay busy
+        concurrency=8,
         max_requests=2000,
         max_seconds=60,
         timeout=DEADLINE_SECONDS + 10,
     )
     with traffic:
-        traffic.wait_for(lambda seen: sum(o.ok for o in seen) >= 40, timeout=30)
+        # Signal only while requests are in flight: at a paced rate a fast machine can
+        # answer everything between two sends, and the test would then prove nothing.
+        traffic.wait_for(
+            lambda seen: sum(o.ok for o in seen) >= 40 and traffic.in_flight >= 4, timeout=30
+        )
         labelled_server.process.signal(signal.SIGTERM)
         signalled = time.monotonic()
         exit_code = labelled_server.process.process.wait(30)

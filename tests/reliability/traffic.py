@@ -68,6 +68,7 @@ class Traffic:
         self.max_seconds = max_seconds
         self.timeout = timeout
         self.outcomes: list[Outcome] = []
+        self.in_flight = 0  # sent and not yet answered; only the loop's thread writes it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -145,6 +146,7 @@ class Traffic:
     async def _send(self, client: httpx.AsyncClient, index: int, semaphore) -> None:
         started = time.monotonic()
         outcome = Outcome(index, started, started)
+        self.in_flight += 1
         try:
             response = await client.post(self.path, content=self.body, headers=self.headers)
             outcome.status = response.status_code
@@ -159,6 +161,7 @@ class Traffic:
             outcome.transport_error = f"{type(error).__name__}: {error}"
         finally:
             outcome.finished = time.monotonic()
+            self.in_flight -= 1
             self.outcomes.append(outcome)
             semaphore.release()
 

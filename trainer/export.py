@@ -32,33 +32,44 @@ TEMP_PREFIX = ".tmp-export-"
 STALE_EXPORT_SECONDS = 3600.0
 
 
-def build_serving_module(model: keras.Model) -> Any:
-    """Wrap `model` in a tf.Module whose two tf.functions are the serving signatures."""
+def build_export_archive(model: keras.Model) -> Any:
+    """A keras ExportArchive of `model` whose two endpoints are the serving signatures.
+
+    Keras' own exporter, not a tf.Module holding the model: TF Serving loads a SavedModel
+    into a Session and restores variables by the MetaGraph's restore op, and a Keras 3 model
+    saved as a tf.Module attribute restores into variables its serving function never reads
+    ("Could not find variable ..." on every Predict; keras-team/keras#20096). The archive
+    also tracks only the model's weights, not the optimizer's slots.
+    """
+    import keras
     import tensorflow as tf
 
     pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
-    class MnistServingModule(tf.Module):
-        def __init__(self, model: keras.Model) -> None:
-            super().__init__(name="mnist_serving")
-            self.model = model
+    def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = model(images, training=False)
+        return {
+            "probabilities": probabilities,
+            "classes": tf.argmax(probabilities, axis=1, output_type=tf.int64),
+        }
 
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32, name=INPUT_KEY)]
-        )
-        def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-            probabilities = self.model(images, training=False)
-            return {
-                "probabilities": probabilities,
-                "classes": tf.argmax(probabilities, axis=1, output_type=tf.int64),
-            }
+    def predict_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # TF Serving's MNIST tutorial feeds flat 784-vectors and reads `scores`.
+        return {"scores": model(tf.reshape(images, [-1, *IMAGE_SHAPE]), training=False)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, pixels], tf.float32, name=INPUT_KEY)])
-        def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-            # TF Serving's MNIST tutorial feeds flat 784-vectors and reads `scores`.
-            return {"scores": self.model(tf.reshape(images, [-1, *IMAGE_SHAPE]), training=False)}
-
-    return MnistServingModule(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        SERVING_DEFAULT,
+        serving_default,
+        input_signature=[tf.TensorSpec([None, *IMAGE_SHAPE], tf.float32, name=INPUT_KEY)],
+    )
+    archive.add_endpoint(
+        PREDICT_IMAGES,
+        predict_images,
+        input_signature=[tf.TensorSpec([None, pixels], tf.float32, name=INPUT_KEY)],
+    )
+    return archive
 
 
 def write_warmup_requests(path: Path, model_name: str, images: np.ndarray) -> int:
@@ -121,22 +132,12 @@ def export_model(
     version or a complete one. `before_publish` runs just before the rename (tests use it to
     interrupt an export).
     """
-    import tensorflow as tf
-
     model_dir = repository / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_exports(model_dir)
     temp_dir = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
-        module = build_serving_module(model)
-        tf.saved_model.save(
-            module,
-            str(temp_dir),
-            signatures={
-                SERVING_DEFAULT: module.serving_default,
-                PREDICT_IMAGES: module.predict_images,
-            },
-        )
+        build_export_archive(model).write_out(str(temp_dir), verbose=False)
         write_warmup_requests(temp_dir / WARMUP_PATH, model_name, warmup_images)
         if before_publish is not None:
             before_publish(temp_dir)

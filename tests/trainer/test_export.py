@@ -182,3 +182,24 @@ def test_stale_temporary_exports_are_removed(tmp_path: Path) -> None:
     os.utime(stale, (two_hours_ago, two_hours_ago))
     assert remove_stale_exports(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1", f"{TEMP_PREFIX}new"])
+
+
+def test_export_runs_in_a_session_as_tf_serving_loads_it(
+    bn_model, mnist_test_images, tmp_path: Path
+) -> None:
+    """TF Serving imports the MetaGraph into a Session and restores variables by the restore
+    op; a Keras 3 model saved as a tf.Module attribute passes the eager reload above but
+    fails there with "Could not find variable" (keras-team/keras#20096)."""
+    import tensorflow as tf
+
+    images = scale_pixels(mnist_test_images[0][:16])
+    expected = bn_model.predict(images, verbose=0)
+    version_dir = export_model(bn_model, tmp_path, "bn", {}, mnist_test_images[0][:8])
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version_dir))
+        signature = meta_graph.signature_def["serving_default"]
+        got = session.run(
+            signature.outputs["probabilities"].name, {signature.inputs["images"].name: images}
+        )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -100,7 +100,7 @@ def test_rest_request_over_the_timeout_is_504(multi_model_server):
     model_server, _ = multi_model_server
     response = httpx.post(
         f"{model_server.rest_url}/v1/models/spin:predict",
-        json={"inputs": {"iterations": 2000}},  # 8 GFLOP of matrix products, limit 50 ms
+        json={"inputs": {"iterations": 20000}},  # ~0.5 s of matrix products; limit 50 ms
         timeout=30,
     )
     assert response.status_code == 504, response.text
@@ -111,7 +111,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits(multi_model_server):
     model_server, _ = multi_model_server
     channel = grpc.insecure_channel(model_server.grpc_target)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    request = predict_request(np.array(4000, np.int32), name="spin", alias="iterations")
+    request = predict_request(np.array(40000, np.int32), name="spin", alias="iterations")
     calls = [stub.Predict.future(request, timeout=120) for _ in range(3)]
 
     def inflight() -> float:

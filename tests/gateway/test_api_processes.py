@@ -54,7 +54,8 @@ def test_api_keys(model_server, start_gateway) -> None:
 
 
 def test_deadline_passing_is_504(model_server, start_gateway) -> None:
-    gateway = start_gateway(model_server.grpc_target, request_timeout_seconds=0.0001)
+    # 1 us: shorter than any loopback round trip, however fast the model server answers.
+    gateway = start_gateway(model_server.grpc_target, request_timeout_seconds=0.000001)
     response = httpx.post(gateway.url + PREDICT, json=ONE_INSTANCE, timeout=10)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"

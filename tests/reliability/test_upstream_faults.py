@@ -74,6 +74,24 @@ def labelled_server(scenario_servers):
     handle.process.stop()
 
 
+def traffic_through_deadline_gateway(
+    labelled_server: RestartableServer, start_gateway, body: bytes, **traffic: float
+) -> tuple[object, Traffic]:
+    """A gateway with the fault tests' deadline in front of the (re)started model server,
+    and unstarted traffic to its predict route."""
+    if not labelled_server.process.alive():
+        labelled_server.restart()
+    gateway = start_gateway(labelled_server.grpc_target, request_timeout_seconds=DEADLINE_SECONDS)
+    return gateway, Traffic(
+        gateway.url, PREDICT_PATH, body, timeout=DEADLINE_SECONDS + 10, **traffic
+    )
+
+
+def clean_failure(outcome) -> bool:
+    """A 200, a 504 at the deadline, or a 503 that says when to retry."""
+    return outcome.ok or outcome.status == 504 or (outcome.status == 503 and outcome.retry_after)
+
+
 def metric_sum(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     total = 0.0
@@ -139,15 +157,13 @@ def test_canary_share_matches_the_setting_and_metrics_keep_versions_apart(
 def test_kill_9_gives_503_with_retry_after_then_recovers_within_5s_of_restart(
     labelled_server, start_gateway, digits
 ) -> None:
-    gateway = start_gateway(labelled_server.grpc_target, request_timeout_seconds=DEADLINE_SECONDS)
-    traffic = Traffic(
-        gateway.url,
-        PREDICT_PATH,
+    gateway, traffic = traffic_through_deadline_gateway(
+        labelled_server,
+        start_gateway,
         predict_body(digits),
         rate=10,
         max_requests=3000,
         max_seconds=RESTART_TIMEOUT + 60,
-        timeout=DEADLINE_SECONDS + 10,
     )
     with traffic:
         traffic.wait_for(lambda seen: sum(o.ok for o in seen) >= 20, timeout=30)
@@ -178,10 +194,7 @@ def test_kill_9_gives_503_with_retry_after_then_recovers_within_5s_of_restart(
             "downtime_seconds": round(restarted - killed, 2),
             "recovery_seconds": round(recovery, 2),
             "readyz_while_down": ready.status_code,
-            "unexpected": sum(
-                not (o.ok or o.status == 504 or (o.status == 503 and o.retry_after))
-                for o in outcomes
-            ),
+            "unexpected": sum(not clean_failure(o) for o in outcomes),
         },
     )
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
@@ -200,18 +213,14 @@ def test_a_frozen_model_server_gives_504_at_the_deadline_then_recovers(
     labelled_server, start_gateway, digits
 ) -> None:
     # SIGSTOP: the server's sockets stay open but nothing answers, the worst upstream.
-    if not labelled_server.process.alive():
-        labelled_server.restart()
-    gateway = start_gateway(labelled_server.grpc_target, request_timeout_seconds=DEADLINE_SECONDS)
-    traffic = Traffic(
-        gateway.url,
-        PREDICT_PATH,
+    gateway, traffic = traffic_through_deadline_gateway(
+        labelled_server,
+        start_gateway,
         predict_body(digits),
         rate=10,
         concurrency=32,
         max_requests=1000,
         max_seconds=60,
-        timeout=DEADLINE_SECONDS + 10,
     )
     with traffic:
         traffic.wait_for(lambda seen: sum(o.ok for o in seen) >= 10, timeout=30)
@@ -241,10 +250,7 @@ def test_a_frozen_model_server_gives_504_at_the_deadline_then_recovers(
             "frozen_seconds": round(thawed - frozen, 2),
             "recovery_seconds": round(recovery, 2),
             "readyz_while_frozen": ready.status_code,
-            "unexpected": sum(
-                not (o.ok or o.status == 504 or (o.status == 503 and o.retry_after))
-                for o in outcomes
-            ),
+            "unexpected": sum(not clean_failure(o) for o in outcomes),
         },
     )
     assert ready.status_code == 503
@@ -258,18 +264,14 @@ def test_a_frozen_model_server_gives_504_at_the_deadline_then_recovers(
 def test_sigterm_to_the_model_server_drains_in_flight_requests(
     labelled_server, start_gateway, digits
 ) -> None:
-    if not labelled_server.process.alive():
-        labelled_server.restart()
-    gateway = start_gateway(labelled_server.grpc_target, request_timeout_seconds=DEADLINE_SECONDS)
-    traffic = Traffic(
-        gateway.url,
-        PREDICT_PATH,
+    gateway, traffic = traffic_through_deadline_gateway(
+        labelled_server,
+        start_gateway,
         predict_body(digits, count=64),
         rate=400,  # above what the stack answers, so the 8 slots stay busy
         concurrency=8,
         max_requests=2000,
         max_seconds=60,
-        timeout=DEADLINE_SECONDS + 10,
     )
     with traffic:
         # Signal only while requests are in flight: at a paced rate a fast machine can

@@ -46,7 +46,7 @@ PREDICT_METHODS = (
 
 @dataclasses.dataclass(frozen=True)
 class Signature:
-    """A callable signature: its SignatureDef, concrete function and batching facts."""
+    """A callable signature: its SignatureDef, Session callable and batching facts."""
 
     name: str
     definition: meta_graph_pb2.SignatureDef

@@ -196,28 +196,14 @@ def load_batching_options(flags: ServerFlags) -> BatchingOptions | None:
     params = parse_text_proto(
         flags.batching_parameters_file, tf_serving_configs_pb2.BatchingParameters()
     )
-    defaults = BatchingOptions()
-    options = BatchingOptions(
-        max_batch_size=(
-            params.max_batch_size.value
-            if params.HasField("max_batch_size")
-            else defaults.max_batch_size
-        ),
-        max_enqueued_batches=(
-            params.max_enqueued_batches.value
-            if params.HasField("max_enqueued_batches")
-            else defaults.max_enqueued_batches
-        ),
-        num_batch_threads=(
-            params.num_batch_threads.value
-            if params.HasField("num_batch_threads")
-            else defaults.num_batch_threads
-        ),
-        thread_pool_name=(
-            params.thread_pool_name.value
-            if params.HasField("thread_pool_name")
-            else defaults.thread_pool_name
-        ),
+    # Each field is a wrapper message in the proto: unset means TF Serving's default.
+    options = dataclasses.replace(
+        BatchingOptions(),
+        **{
+            field.name: getattr(params, field.name).value
+            for field in dataclasses.fields(BatchingOptions)
+            if params.HasField(field.name)
+        },
     )
     if options.max_batch_size < 1 or options.num_batch_threads < 1:
         raise ConfigError("max_batch_size and num_batch_threads must be >= 1")

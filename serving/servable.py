@@ -71,8 +71,7 @@ class Servable:
         version: int,
         path: Path,
         signature_defs: dict[str, meta_graph_pb2.SignatureDef],
-        runners: dict[str, Callable[..., list[np.ndarray]]],
-        session: object = None,
+        session,
     ) -> None:
         self.name = name
         self.version = version
@@ -81,6 +80,9 @@ class Servable:
         self._session = session  # owns the graph and variables the runners use
         self.signatures: dict[str, Signature] = {}
         for key, definition in signature_defs.items():
+            # Feeds, fetches and input checks all follow this one order of the aliases.
+            input_order = tuple(sorted(definition.inputs))
+            output_order = tuple(sorted(definition.outputs))
             input_dims = {
                 a: tensors.shape_dims(i.tensor_shape) for a, i in definition.inputs.items()
             }
@@ -90,7 +92,7 @@ class Servable:
                 for dims in [*input_dims.values(), *output_dims]
             )
             checks = {}
-            for position, alias in enumerate(sorted(definition.inputs)):
+            for position, alias in enumerate(input_order):
                 dims = input_dims[alias]
                 fixed = [(axis, size) for axis, size in enumerate(dims or []) if size != -1]
                 checks[alias] = (
@@ -104,9 +106,11 @@ class Servable:
             self.signatures[key] = Signature(
                 key,
                 definition,
-                runners.get(key),
-                tuple(sorted(definition.inputs)),
-                tuple(sorted(definition.outputs)),
+                _session_callable(session, definition, input_order, output_order)
+                if definition.method_name in PREDICT_METHODS
+                else None,
+                input_order,
+                output_order,
                 input_dims,
                 batchable,
                 checks,
@@ -216,41 +220,39 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
         with graph.as_default(), deprecation.silence():
             # Restores the variables and runs the init op, as TF Serving's LoadSavedModel.
             tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
-        runners = {
-            key: _session_callable(session, definition)
-            for key, definition in signature_defs.items()
-            if definition.method_name in PREDICT_METHODS
-        }
+        servable = Servable(name, version, path, signature_defs, session)
     except Exception as error:  # corrupt variables, missing files, bad graph
         session.close()
         raise from_tensorflow_error(error) from None
-    servable = Servable(name, version, path, signature_defs, runners, session)
     log.info(
         "loaded %s version %d from %s in %.2fs", name, version, path, time.monotonic() - started
     )
     return servable
 
 
-def _session_callable(session, definition: meta_graph_pb2.SignatureDef):
-    """A callable that feeds the signature's inputs and fetches its outputs (sorted aliases).
+def _session_callable(
+    session,
+    definition: meta_graph_pb2.SignatureDef,
+    input_order: tuple[str, ...],
+    output_order: tuple[str, ...],
+) -> Callable[..., list[np.ndarray]]:
+    """A callable that feeds the signature's inputs and fetches its outputs, in these orders.
 
     The graph runs in the calling thread (`inter_op_thread_pool = -1`) rather than being
     handed to TensorFlow's inter-op pool: for a small model the two thread hand-offs cost
     several times the computation itself (a batch of 1: ~23 us instead of ~150 us here).
     Kernels still use the intra-op pool for their own parallelism. The callable is built
-    from CallableOptions, the only way to give it run options once rather than per call; a
-    TensorFlow without that method gets the plain public callable.
+    from CallableOptions, the only way to give it run options once rather than per call
+    (TensorFlow-internal, present in the pinned 2.21).
     """
     from tensorflow.core.protobuf import config_pb2
 
-    feeds = [definition.inputs[alias].name for alias in sorted(definition.inputs)]
-    fetches = [definition.outputs[alias].name for alias in sorted(definition.outputs)]
-    from_options = getattr(session, "_make_callable_from_options", None)
-    if from_options is None:
-        return session.make_callable(fetches, feeds)
-    options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+    options = config_pb2.CallableOptions(
+        feed=[definition.inputs[alias].name for alias in input_order],
+        fetch=[definition.outputs[alias].name for alias in output_order],
+    )
     options.run_options.inter_op_thread_pool = -1
-    return from_options(options)
+    return session._make_callable_from_options(options)
 
 
 def read_warmup_requests(path: Path) -> list:

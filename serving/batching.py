@@ -1,9 +1,17 @@
 """Request batching: merge concurrent requests for one servable signature into one TF call.
 
-No timer: when a queue is idle a request runs at once; requests that arrive while a batch
-executes wait and form the next batch together (up to max_batch_size rows), so batches
-grow exactly as far as the load makes them and an idle model never waits for company.
-Runs on the event loop; the TensorFlow call itself runs in the executor.
+When the model is idle a request runs at once: nothing waits for company. Requests that
+arrive while a batch executes wait and form the next batch together (up to max_batch_size
+rows). Once the model is busy (its last batch merged several requests, and it finished
+less than batch_timeout_micros ago) a new batch is held open as tensorflow_model_server
+holds every batch: until it is full or its oldest request has waited batch_timeout_micros.
+Without that hold, batches stay at one or two requests under load, because gRPC hands the
+server one request per event-loop turn.
+
+A batch whose call has been taking under INLINE_RUN_SECONDS runs on the event loop itself:
+handing a call that short to a thread and back costs more than the call (two thread
+switches and a wake-up of the loop, all fighting for the GIL). Slower calls run in the
+executor so that the loop stays responsive.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -23,6 +32,12 @@ from serving.errors import InvalidArgumentError, ServingError, UnavailableError,
 from serving.metrics import ServingMetrics
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+# A batch call this short (measured, smoothed) runs on the event loop; a longer one would
+# hold up every other request on the loop, so it runs in the executor.
+INLINE_RUN_SECONDS = 0.001
+# Weight of the newest call in the smoothed call duration.
+_RUN_SECONDS_WEIGHT = 0.2
 
 
 @dataclasses.dataclass
@@ -53,6 +68,10 @@ class BatchQueue:
         self._pending_rows = 0
         self._running = 0
         self._dispatch_scheduled = False
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._last_batch_requests = 0
+        self._last_batch_finished = -math.inf
+        self._run_seconds: float | None = None  # smoothed; None until a call is measured
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `inputs` (leading dimension = rows) as part of a batch; return its outputs."""
@@ -72,16 +91,29 @@ class BatchQueue:
         self._pending.append(task)
         self._pending_rows += rows
         self._metrics.input_batch_size.observe(self.model_name, value=rows)
-        if not self._dispatch_scheduled:
-            # Dispatch at the end of this loop iteration, not on a timer: requests the
-            # server has already received (gRPC hands them over in bursts) join the batch,
-            # and a lone request still starts within microseconds.
+        full = self._pending_rows >= limit
+        if not self._dispatch_scheduled and (self._hold_timer is None or full):
+            # Dispatch at the end of this loop iteration: requests the server has already
+            # received join the batch, and a lone request on an idle model starts within
+            # microseconds. While a busy model holds its batch open, only a full batch
+            # cuts the hold short.
             self._dispatch_scheduled = True
             loop.call_soon(self._dispatch)
         return await task.future
 
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
+        if self._pending and self._running < self._options.num_batch_threads:
+            hold_until = self._hold_deadline()
+            if hold_until is not None:
+                if self._hold_timer is None:
+                    self._hold_timer = asyncio.get_running_loop().call_at(
+                        hold_until, self._end_hold
+                    )
+                return
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         while self._pending and self._running < self._options.num_batch_threads:
             batch: list[_Task] = []
             rows = 0
@@ -95,13 +127,30 @@ class BatchQueue:
             self._pending_rows -= rows
             if not batch:
                 continue
-            self._running += 1
+            self._last_batch_requests = len(batch)
             self._execute(batch, rows)
         self._metrics.batch_queue_size.set(self.model_name, value=len(self._pending))
 
+    def _hold_deadline(self) -> float | None:
+        """Event-loop time until which the pending batch waits for company, or None."""
+        timeout = self._options.batch_timeout_micros * 1e-6
+        now = time.perf_counter()
+        busy = self._last_batch_requests > 1 and now - self._last_batch_finished < timeout
+        if not busy or self._pending_rows >= self._options.max_batch_size:
+            return None
+        remaining = self._pending[0].enqueued + timeout - now
+        if remaining <= 0:
+            return None
+        return asyncio.get_running_loop().time() + remaining
+
+    def _end_hold(self) -> None:
+        self._hold_timer = None
+        self._dispatch()
+
     def _execute(self, batch: list[_Task], rows: int) -> None:
-        """Hand one batch to the executor; `_finish` splits the outputs back (no extra task,
-        so a lone request costs no more event-loop turns than without batching)."""
+        """Run one batch, inline or in the executor (see INLINE_RUN_SECONDS); `_complete`
+        splits the outputs back (no extra task, so a lone request costs no more event-loop
+        turns than without batching)."""
         now = time.perf_counter()
         pool = self._options.thread_pool_name
         for task in batch:
@@ -114,29 +163,56 @@ class BatchQueue:
             merged = {
                 alias: np.concatenate([t.inputs[alias] for t in batch]) for alias in batch[0].inputs
             }
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, merged)
+        self._running += 1
+        if self._run_seconds is not None and self._run_seconds < INLINE_RUN_SECONDS:
+            try:
+                outputs, error = self._timed_run(merged), None
+            except Exception as raised:  # delivered to the waiting requests below
+                outputs, error = None, raised
+            self._running -= 1
+            self._complete(batch, outputs, error)
+            return
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, merged)
         future.add_done_callback(functools.partial(self._finish, batch))
+
+    def _timed_run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        try:
+            return self._run(inputs)
+        finally:
+            seconds = time.perf_counter() - started
+            previous = self._run_seconds
+            self._run_seconds = (
+                seconds
+                if previous is None
+                else previous + _RUN_SECONDS_WEIGHT * (seconds - previous)
+            )
 
     def _finish(self, batch: list[_Task], future: asyncio.Future) -> None:
         try:
             error = future.exception()
-            if error is None:
-                outputs = future.result()
-                start = 0
-                for task in batch:
-                    end = start + task.rows
-                    if not task.future.done():
-                        task.future.set_result(
-                            {alias: value[start:end] for alias, value in outputs.items()}
-                        )
-                    start = end
-            elif isinstance(error, ServingError):
-                self._fail(batch, error)
-            else:  # surface unexpected faults to every waiting request
-                self._fail(batch, UnknownError(str(error)))
+            self._complete(batch, None if error else future.result(), error)
         finally:
             self._running -= 1
             self._dispatch()
+
+    def _complete(
+        self, batch: list[_Task], outputs: dict[str, np.ndarray] | None, error: BaseException | None
+    ) -> None:
+        self._last_batch_finished = time.perf_counter()
+        if error is None:
+            start = 0
+            for task in batch:
+                end = start + task.rows
+                if not task.future.done():
+                    task.future.set_result(
+                        {alias: value[start:end] for alias, value in outputs.items()}
+                    )
+                start = end
+        elif isinstance(error, ServingError):
+            self._fail(batch, error)
+        else:  # surface unexpected faults to every waiting request
+            self._fail(batch, UnknownError(str(error)))
 
     @staticmethod
     def _fail(batch: list[_Task], error: ServingError) -> None:

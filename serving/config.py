@@ -28,6 +28,8 @@ class BatchingOptions:
     """The subset of TF Serving's BatchingParameters the embedded batcher honours."""
 
     max_batch_size: int = 1000
+    # Honoured only while the model is busy: an idle model runs a request at once.
+    batch_timeout_micros: int = 0
     max_enqueued_batches: int = 100
     num_batch_threads: int = 1
     thread_pool_name: str = "batch_threads"

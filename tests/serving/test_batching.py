@@ -1,15 +1,17 @@
-"""The batcher on a real event loop and thread pool: no timer, merge, limits, errors."""
+"""The batcher on a real event loop and thread pool: idle runs at once, merge, hold under
+load, inline or executor calls, limits, errors."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from serving.batching import BatchQueue
+from serving.batching import INLINE_RUN_SECONDS, BatchQueue
 from serving.config import BatchingOptions
 from serving.errors import InvalidArgumentError, UnavailableError
 from serving.metrics import ServingMetrics
@@ -126,3 +128,101 @@ def test_a_failing_batch_fails_each_of_its_requests():
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, InvalidArgumentError) for r in results)
+
+
+class RecordingModel:
+    """Doubles its input and records the size and thread of every call (never blocks)."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.batch_sizes: list[int] = []
+        self.threads: list[int] = []
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.batch_sizes.append(len(inputs["x"]))
+        self.threads.append(threading.get_ident())
+        if self.seconds:
+            time.sleep(self.seconds)
+        return {"y": inputs["x"] * 2}
+
+
+async def _make_busy(queue: BatchQueue, requests: int = 3) -> None:
+    """Submit `requests` in one loop turn: they form one merged batch, so the model is busy."""
+    await asyncio.gather(*(queue.submit(_rows(i)) for i in range(requests)))
+
+
+def test_a_busy_model_holds_its_batch_open_for_requests_on_later_turns():
+    async def scenario():
+        model = RecordingModel()
+        queue, executor = _queue(
+            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=30_000_000
+        )
+        await _make_busy(queue)
+        first = asyncio.create_task(queue.submit(_rows(10)))
+        for _ in range(5):  # several event-loop turns: without a hold, `first` would run alone
+            await asyncio.sleep(0)
+        rest = [queue.submit(_rows(11, 7))]  # fills the batch: the hold ends at once
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        executor.shutdown()
+        return model.batch_sizes, results
+
+    batch_sizes, results = asyncio.run(scenario())
+    assert batch_sizes == [3, 8]
+    np.testing.assert_array_equal(results[0]["y"], [[20.0]])
+    np.testing.assert_array_equal(results[1]["y"], np.arange(11, 18).reshape(7, 1) * 2)
+
+
+def test_a_held_batch_runs_when_its_oldest_request_has_waited_the_timeout():
+    async def scenario():
+        model = RecordingModel()
+        queue, executor = _queue(
+            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=50_000
+        )
+        await _make_busy(queue)
+        result = await asyncio.wait_for(queue.submit(_rows(10)), 10)
+        executor.shutdown()
+        return model.batch_sizes, result
+
+    batch_sizes, result = asyncio.run(scenario())
+    assert batch_sizes == [3, 1]  # nobody joined: it ran alone once the timeout passed
+    np.testing.assert_array_equal(result["y"], [[20.0]])
+
+
+def test_a_model_idle_for_longer_than_the_timeout_runs_a_request_at_once():
+    async def scenario():
+        model = RecordingModel()  # fast: after the first call, batches run on the loop
+        queue, executor = _queue(
+            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=100_000
+        )
+        await _make_busy(queue)
+        busy_batches = list(model.batch_sizes)
+        await asyncio.sleep(0.2)  # idle for longer than batch_timeout_micros
+        task = asyncio.create_task(queue.submit(_rows(10)))
+        for _ in range(3):  # a few loop turns, far less than any timeout
+            await asyncio.sleep(0)
+        ran_at_once = model.batch_sizes == [*busy_batches, 1]
+        await task
+        executor.shutdown()
+        return busy_batches, ran_at_once
+
+    busy_batches, ran_at_once = asyncio.run(scenario())
+    assert busy_batches == [3]
+    assert ran_at_once
+
+
+def test_fast_batches_run_on_the_event_loop_and_slow_ones_in_the_executor():
+    async def scenario(model):
+        queue, executor = _queue(model, max_batch_size=8, num_batch_threads=1)
+        for i in range(3):  # the first call is measured in the executor
+            await queue.submit(_rows(i))
+        executor.shutdown()
+        return threading.get_ident()
+
+    fast = RecordingModel()
+    loop_thread = asyncio.run(scenario(fast))
+    assert fast.threads[0] != loop_thread
+    assert fast.threads[1:] == [loop_thread, loop_thread]
+
+    slow = RecordingModel(seconds=INLINE_RUN_SECONDS * 5)
+    loop_thread = asyncio.run(scenario(slow))
+    assert loop_thread not in slow.threads

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import httpx
@@ -54,9 +55,16 @@ def test_api_keys(model_server, start_gateway) -> None:
 
 
 def test_deadline_passing_is_504(model_server, start_gateway) -> None:
-    # 1 us: shorter than any loopback round trip, however fast the model server answers.
-    gateway = start_gateway(model_server.grpc_target, request_timeout_seconds=0.000001)
-    response = httpx.post(gateway.url + PREDICT, json=ONE_INSTANCE, timeout=10)
+    gateway = start_gateway(model_server.grpc_target, request_timeout_seconds=0.5)
+    connected = httpx.post(gateway.url + PREDICT, json=ONE_INSTANCE, timeout=10)
+    assert connected.status_code == 200
+    # A frozen server keeps its connection open and answers nothing, so the deadline must
+    # pass (a tiny deadline instead would race a fast server: gRPC checks it at ms grain).
+    model_server.process.signal(signal.SIGSTOP)
+    try:
+        response = httpx.post(gateway.url + PREDICT, json=ONE_INSTANCE, timeout=10)
+    finally:
+        model_server.process.signal(signal.SIGCONT)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
 

@@ -163,15 +163,14 @@ class BatchQueue:
             merged = {
                 alias: np.concatenate([t.inputs[alias] for t in batch]) for alias in batch[0].inputs
             }
-        self._running += 1
         if self._run_seconds is not None and self._run_seconds < INLINE_RUN_SECONDS:
             try:
                 outputs, error = self._timed_run(merged), None
             except Exception as raised:  # delivered to the waiting requests below
                 outputs, error = None, raised
-            self._running -= 1
             self._complete(batch, outputs, error)
             return
+        self._running += 1
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, merged)
         future.add_done_callback(functools.partial(self._finish, batch))
 

@@ -146,18 +146,21 @@ class RecordingModel:
         return {"y": inputs["x"] * 2}
 
 
-async def _make_busy(queue: BatchQueue, requests: int = 3) -> None:
-    """Submit `requests` in one loop turn: they form one merged batch, so the model is busy."""
-    await asyncio.gather(*(queue.submit(_rows(i)) for i in range(requests)))
+async def _busy_queue(
+    batch_timeout_micros: int,
+) -> tuple[RecordingModel, BatchQueue, ThreadPoolExecutor]:
+    """A queue whose model is busy: three requests sent in one loop turn formed one batch."""
+    model = RecordingModel()
+    queue, executor = _queue(
+        model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=batch_timeout_micros
+    )
+    await asyncio.gather(*(queue.submit(_rows(i)) for i in range(3)))
+    return model, queue, executor
 
 
 def test_a_busy_model_holds_its_batch_open_for_requests_on_later_turns():
     async def scenario():
-        model = RecordingModel()
-        queue, executor = _queue(
-            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=30_000_000
-        )
-        await _make_busy(queue)
+        model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
         first = asyncio.create_task(queue.submit(_rows(10)))
         for _ in range(5):  # several event-loop turns: without a hold, `first` would run alone
             await asyncio.sleep(0)
@@ -174,11 +177,7 @@ def test_a_busy_model_holds_its_batch_open_for_requests_on_later_turns():
 
 def test_a_held_batch_runs_when_its_oldest_request_has_waited_the_timeout():
     async def scenario():
-        model = RecordingModel()
-        queue, executor = _queue(
-            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=50_000
-        )
-        await _make_busy(queue)
+        model, queue, executor = await _busy_queue(batch_timeout_micros=50_000)
         result = await asyncio.wait_for(queue.submit(_rows(10)), 10)
         executor.shutdown()
         return model.batch_sizes, result
@@ -190,11 +189,8 @@ def test_a_held_batch_runs_when_its_oldest_request_has_waited_the_timeout():
 
 def test_a_model_idle_for_longer_than_the_timeout_runs_a_request_at_once():
     async def scenario():
-        model = RecordingModel()  # fast: after the first call, batches run on the loop
-        queue, executor = _queue(
-            model, max_batch_size=8, num_batch_threads=1, batch_timeout_micros=100_000
-        )
-        await _make_busy(queue)
+        # RecordingModel is fast: after the first call its batches run on the loop.
+        model, queue, executor = await _busy_queue(batch_timeout_micros=100_000)
         busy_batches = list(model.batch_sizes)
         await asyncio.sleep(0.2)  # idle for longer than batch_timeout_micros
         task = asyncio.create_task(queue.submit(_rows(10)))

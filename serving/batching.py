@@ -2,11 +2,18 @@
 
 When the model is idle a request runs at once: nothing waits for company. Requests that
 arrive while a batch executes wait and form the next batch together (up to max_batch_size
-rows). Once the model is busy (its last batch merged several requests, and it finished
-less than batch_timeout_micros ago) a new batch is held open as tensorflow_model_server
-holds every batch: until it is full or its oldest request has waited batch_timeout_micros.
+rows). Once the model is busy, a new batch is held open as tensorflow_model_server holds
+every batch: until it is full or its oldest request has waited batch_timeout_micros.
 Without that hold, batches stay at one or two requests under load, because gRPC hands the
 server one request per event-loop turn.
+
+"Busy" means: the last batch merged several requests, and requests have been arriving less
+than batch_timeout_micros apart (smoothed). The smoothing matters: after a batch the loop
+spends a while delivering its results, and the next arrival comes late; judged by that one
+gap a loaded model would look idle, run a lone request, and stay unbatched. A lone client
+(each request sent after the previous answer) never forms a batch of two, so it never waits.
+After an idle spell of five timeouts or more, the first request's gap alone lifts the average
+above the timeout, and it runs at once.
 
 A batch whose call has been taking under INLINE_RUN_SECONDS runs on the event loop itself:
 handing a call that short to a thread and back costs more than the call (two thread
@@ -22,7 +29,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 
 import numpy as np
@@ -36,16 +43,23 @@ RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 # A batch call this short (measured, smoothed) runs on the event loop; a longer one would
 # hold up every other request on the loop, so it runs in the executor.
 INLINE_RUN_SECONDS = 0.001
-# Weight of the newest call in the smoothed call duration.
-_RUN_SECONDS_WEIGHT = 0.2
+# Weight of the newest sample in the smoothed call duration and arrival gap.
+_SMOOTHING_WEIGHT = 0.2
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Task:
     inputs: dict[str, np.ndarray]
     rows: int
     future: asyncio.Future
     enqueued: float
+
+
+def _smooth(average: float, sample: float) -> float:
+    """Exponentially weighted moving average; the first sample (average inf) starts it."""
+    if math.isinf(average):
+        return sample
+    return average + _SMOOTHING_WEIGHT * (sample - average)
 
 
 class BatchQueue:
@@ -70,8 +84,9 @@ class BatchQueue:
         self._dispatch_scheduled = False
         self._hold_timer: asyncio.TimerHandle | None = None
         self._last_batch_requests = 0
-        self._last_batch_finished = -math.inf
-        self._run_seconds: float | None = None  # smoothed; None until a call is measured
+        self._last_arrival = -math.inf
+        self._arrival_gap = math.inf  # smoothed seconds between arrivals
+        self._run_seconds = math.inf  # smoothed; the first call is measured in the executor
 
     async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `inputs` (leading dimension = rows) as part of a batch; return its outputs."""
@@ -87,10 +102,12 @@ class BatchQueue:
                 "The batch scheduling queue to which this task was submitted is full"
             )
         loop = asyncio.get_running_loop()
-        task = _Task(inputs, rows, loop.create_future(), time.perf_counter())
+        now = time.perf_counter()
+        self._arrival_gap = _smooth(self._arrival_gap, now - self._last_arrival)
+        self._last_arrival = now
+        task = _Task(inputs, rows, loop.create_future(), now)
         self._pending.append(task)
         self._pending_rows += rows
-        self._metrics.input_batch_size.observe(self.model_name, value=rows)
         full = self._pending_rows >= limit
         if not self._dispatch_scheduled and (self._hold_timer is None or full):
             # Dispatch at the end of this loop iteration: requests the server has already
@@ -135,7 +152,7 @@ class BatchQueue:
         """Event-loop time until which the pending batch waits for company, or None."""
         timeout = self._options.batch_timeout_micros * 1e-6
         now = time.perf_counter()
-        busy = self._last_batch_requests > 1 and now - self._last_batch_finished < timeout
+        busy = self._last_batch_requests > 1 and self._arrival_gap < timeout
         if not busy or self._pending_rows >= self._options.max_batch_size:
             return None
         remaining = self._pending[0].enqueued + timeout - now
@@ -152,18 +169,21 @@ class BatchQueue:
         splits the outputs back (no extra task, so a lone request costs no more event-loop
         turns than without batching)."""
         now = time.perf_counter()
-        pool = self._options.thread_pool_name
-        for task in batch:
-            self._metrics.queuing_latency.observe(pool, value=(now - task.enqueued) * 1e6)
-        self._metrics.processed_batch_size.observe(self.model_name, value=rows)
-        self._metrics.wrapped_run_count.inc()
+        metrics = self._metrics
+        # Recorded per batch, one lock each: per-request updates cost the loop more.
+        metrics.input_batch_size.observe_many(self.model_name, values=[t.rows for t in batch])
+        metrics.queuing_latency.observe_many(
+            self._options.thread_pool_name, values=[(now - t.enqueued) * 1e6 for t in batch]
+        )
+        metrics.processed_batch_size.observe(self.model_name, value=rows)
+        metrics.wrapped_run_count.inc()
         if len(batch) == 1:
             merged = batch[0].inputs
         else:
             merged = {
                 alias: np.concatenate([t.inputs[alias] for t in batch]) for alias in batch[0].inputs
             }
-        if self._run_seconds is not None and self._run_seconds < INLINE_RUN_SECONDS:
+        if self._run_seconds < INLINE_RUN_SECONDS:
             try:
                 outputs, error = self._timed_run(merged), None
             except Exception as raised:  # delivered to the waiting requests below
@@ -180,12 +200,7 @@ class BatchQueue:
             return self._run(inputs)
         finally:
             seconds = time.perf_counter() - started
-            previous = self._run_seconds
-            self._run_seconds = (
-                seconds
-                if previous is None
-                else previous + _RUN_SECONDS_WEIGHT * (seconds - previous)
-            )
+            self._run_seconds = _smooth(self._run_seconds, seconds)
 
     def _finish(self, batch: list[_Task], future: asyncio.Future) -> None:
         try:
@@ -198,7 +213,6 @@ class BatchQueue:
     def _complete(
         self, batch: list[_Task], outputs: dict[str, np.ndarray] | None, error: BaseException | None
     ) -> None:
-        self._last_batch_finished = time.perf_counter()
         if error is None:
             start = 0
             for task in batch:
@@ -231,14 +245,18 @@ class Batcher:
         self._metrics = metrics
         self._queues: dict[tuple, BatchQueue] = {}
 
-    async def submit(self, key: tuple, model_name: str, run: RunFn, inputs: dict) -> dict:
-        """Batch `inputs` with others of the same `key` (servable identity, signature, layout)."""
+    def submit(
+        self, key: tuple, model_name: str, run: RunFn, inputs: dict
+    ) -> Coroutine[None, None, dict]:
+        """Batch `inputs` with others of the same `key` (servable identity, signature, layout).
+
+        Returns the queue's coroutine itself (no wrapper coroutine per request)."""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = BatchQueue(
                 model_name, run, self.options, self._executor, self._metrics
             )
-        return await queue.submit(inputs)
+        return queue.submit(inputs)
 
     def forget(self, keep: Callable[[tuple], bool]) -> None:
         """Drop idle queues whose key `keep` rejects (e.g. of unloaded versions)."""

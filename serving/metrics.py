@@ -139,13 +139,28 @@ class Histogram(_Metric):
         """Record one observation in the cell of `labels`."""
         index = bisect.bisect_left(self.bounds, value)
         with self._lock:
-            cell = self._cells.get(labels)
-            if cell is None:
-                # bucket counts (+Inf last), then sum, then count
-                cell = self._cells[labels] = [0.0] * (len(self.bounds) + 3)
+            cell = self._cell(labels)
             cell[index] += 1
             cell[-2] += value
             cell[-1] += 1
+
+    def observe_many(self, *labels: str, values: Sequence[float]) -> None:
+        """Record several observations in the cell of `labels` (one lock for a whole batch)."""
+        bounds = self.bounds
+        with self._lock:
+            cell = self._cell(labels)
+            for value in values:
+                cell[bisect.bisect_left(bounds, value)] += 1
+                cell[-2] += value
+            cell[-1] += len(values)
+
+    def _cell(self, labels: tuple[str, ...]) -> list[float]:
+        """The cell of `labels`, created empty; the caller holds the lock."""
+        cell = self._cells.get(labels)
+        if cell is None:
+            # bucket counts (+Inf last), then sum, then count
+            cell = self._cells[labels] = [0.0] * (len(self.bounds) + 3)
+        return cell
 
     def count(self, *labels: str) -> float:
         """Number of observations in one cell."""

@@ -187,12 +187,33 @@ def test_a_held_batch_runs_when_its_oldest_request_has_waited_the_timeout():
     np.testing.assert_array_equal(result["y"], [[20.0]])
 
 
-def test_a_model_idle_for_longer_than_the_timeout_runs_a_request_at_once():
+def test_a_busy_model_stays_busy_when_one_arrival_comes_later_than_the_timeout():
+    # After a batch the server spends a while delivering results, so one arrival may come
+    # later than the timeout; a loaded model must not fall back to running lone requests.
+    async def scenario():
+        model, queue, executor = await _busy_queue(batch_timeout_micros=50_000)
+        await asyncio.sleep(0.07)  # one late arrival: more than 1, less than 5 timeouts
+        first = asyncio.create_task(queue.submit(_rows(10)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        held = model.batch_sizes == [3]
+        second = queue.submit(_rows(11))
+        results = await asyncio.wait_for(asyncio.gather(first, second), 10)
+        executor.shutdown()
+        return held, model.batch_sizes, results
+
+    held, batch_sizes, results = asyncio.run(scenario())
+    assert held
+    assert batch_sizes == [3, 2]
+    np.testing.assert_array_equal(results[1]["y"], [[22.0]])
+
+
+def test_a_model_idle_for_five_timeouts_runs_a_request_at_once():
     async def scenario():
         # RecordingModel is fast: after the first call its batches run on the loop.
-        model, queue, executor = await _busy_queue(batch_timeout_micros=100_000)
+        model, queue, executor = await _busy_queue(batch_timeout_micros=50_000)
         busy_batches = list(model.batch_sizes)
-        await asyncio.sleep(0.2)  # idle for longer than batch_timeout_micros
+        await asyncio.sleep(0.3)  # idle for six batch timeouts
         task = asyncio.create_task(queue.submit(_rows(10)))
         for _ in range(3):  # a few loop turns, far less than any timeout
             await asyncio.sleep(0)

@@ -64,3 +64,13 @@ def test_label_values_are_escaped():
     metrics = ServingMetrics()
     metrics.request_count.inc('we"ird\nname', "OK")
     assert 'model_name="we\\"ird\\nname"' in metrics.render()
+
+
+def test_observing_a_batch_at_once_records_what_one_by_one_would():
+    one_by_one, at_once = ServingMetrics(), ServingMetrics()
+    values = [3.0, 150.0, 150.0, 9000.0]
+    for value in values:
+        one_by_one.queuing_latency.observe("pool", value=value)
+    at_once.queuing_latency.observe_many("pool", values=values)
+    assert at_once.render() == one_by_one.render()
+    assert at_once.queuing_latency.count("pool") == len(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
@@ -52,7 +53,7 @@ class DataPlane:
         label: str | None,
         signature_name: str,
         inputs: dict[str, np.ndarray],
-        output_filter: list[str],
+        output_filter: Sequence[str],
         entrypoint: str,
     ) -> PredictResult:
         """Run one Predict; records TF Serving's request count and latency metrics."""
@@ -67,12 +68,9 @@ class DataPlane:
             servable.check_inputs(signature, inputs)
             aliases = self._output_aliases(signature, output_filter)
             outputs = await self._run(servable, signature, inputs)
-            return PredictResult(
-                model_name,
-                servable.version,
-                signature.name,
-                {alias: outputs[alias] for alias in aliases},
-            )
+            if aliases is not None:
+                outputs = {alias: outputs[alias] for alias in aliases}
+            return PredictResult(model_name, servable.version, signature.name, outputs)
         except ServingError as error:
             status = error.code.name
             raise
@@ -90,10 +88,11 @@ class DataPlane:
                 )
 
     @staticmethod
-    def _output_aliases(signature: Signature, output_filter: list[str]) -> list[str]:
-        outputs = signature.definition.outputs
+    def _output_aliases(signature: Signature, output_filter: Sequence[str]) -> list[str] | None:
+        """The outputs `output_filter` asks for, in its order; None (every output) if empty."""
         if not output_filter:
-            return list(outputs)
+            return None
+        outputs = signature.definition.outputs
         seen: set[str] = set()
         for alias in output_filter:
             if alias not in outputs:
@@ -106,9 +105,11 @@ class DataPlane:
             seen.add(alias)
         return list(output_filter)
 
-    async def _run(
+    def _run(
         self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
+    ) -> Awaitable[dict[str, np.ndarray]]:
+        """The outputs of one run, batched or in the executor (an awaitable, not a coroutine
+        of its own: one frame fewer per request)."""
         metrics = self.metrics
 
         def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,9 +127,8 @@ class DataPlane:
             rows = {array.shape[0] for array in inputs.values()}
             if len(rows) == 1:
                 key = (id(servable), servable.version, signature.name, layout)
-                return await self._batcher.submit(key, servable.name, run, inputs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, run, inputs)
+                return self._batcher.submit(key, servable.name, run, inputs)
+        return asyncio.get_running_loop().run_in_executor(self._executor, run, inputs)
 
     def signature_for(
         self, model_name: str, version: int | None, label: str | None, signature_name: str

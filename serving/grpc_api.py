@@ -50,7 +50,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 label,
                 spec.signature_name,
                 inputs,
-                list(request.output_filter),
+                request.output_filter,
                 "GRPC",
             )
         except ServingError as error:

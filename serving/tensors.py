@@ -72,17 +72,19 @@ def shape_dims(shape: tensor_shape_pb2.TensorShapeProto) -> list[int] | None:
 
 def make_ndarray(proto: tensor_pb2.TensorProto, alias: str = "") -> np.ndarray:
     """Decode a TensorProto; an inconsistent one is InvalidArgumentError("tensor parsing error")."""
-    if proto.dtype not in _DTYPES:
+    entry = _DTYPES.get(proto.dtype)
+    if entry is None:
         raise InvalidArgumentError(f"tensor parsing error: {alias}")
-    dtype, field = _DTYPES[proto.dtype]
-    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
-    if any(size < 0 for size in shape):
+    dtype, field = entry
+    shape = tuple([dim.size for dim in proto.tensor_shape.dim])
+    if shape and min(shape) < 0:
         raise InvalidArgumentError(f"tensor parsing error: {alias}")
     size = math.prod(shape)
-    if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
-        if len(proto.tensor_content) != size * dtype.itemsize:
+    content = proto.tensor_content  # the common, fast form: raw little-endian bytes
+    if content and proto.dtype != types_pb2.DT_STRING:
+        if len(content) != size * dtype.itemsize:
             raise InvalidArgumentError(f"tensor parsing error: {alias}")
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     values = getattr(proto, field)
     count = len(values)
     if proto.dtype == types_pb2.DT_HALF:

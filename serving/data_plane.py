@@ -78,14 +78,13 @@ class DataPlane:
             status = "CANCELLED"
             raise
         finally:
-            self.metrics.inflight_requests.add(model_name, amount=-1)
-            self.metrics.request_count.inc(model_name, status)
-            if served_version:
-                self.metrics.request_version_count.inc(model_name, served_version, status)
-            if status == "OK":  # TF Serving times successful requests only
-                self.metrics.request_latency.observe(
-                    model_name, "Predict", entrypoint, value=(time.perf_counter() - started) * 1e6
-                )
+            self.metrics.record_request(
+                model_name,
+                served_version,
+                status,
+                entrypoint,
+                (time.perf_counter() - started) * 1e6,
+            )
 
     @staticmethod
     def _output_aliases(signature: Signature, output_filter: Sequence[str]) -> list[str] | None:

@@ -66,7 +66,8 @@ class _Metric:
         self.name = name
         self.documentation = documentation
         self.label_names = tuple(label_names)
-        self._lock = threading.Lock()
+        # ServingMetrics gives all its metrics one lock: a request's updates take it once.
+        self.lock = threading.Lock()
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.documentation}", f"# TYPE {self.name} {self.kind}"]
@@ -83,16 +84,20 @@ class Counter(_Metric):
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         """Add `amount` to the cell of `labels`."""
-        with self._lock:
-            self._values[labels] = self._values.get(labels, 0.0) + amount
+        with self.lock:
+            self.add_locked(labels, amount)
+
+    def add_locked(self, labels: tuple[str, ...], amount: float) -> None:
+        """`inc` for a caller that already holds the lock."""
+        self._values[labels] = self._values.get(labels, 0.0) + amount
 
     def value(self, *labels: str) -> float:
         """Current value of one cell (0 if never touched)."""
-        with self._lock:
+        with self.lock:
             return self._values.get(labels, 0.0)
 
     def render(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             items = sorted(self._values.items())
         return [
             f"{self.name}{_labels_text(self.label_names, k)} {_format_value(v)}" for k, v in items
@@ -106,7 +111,7 @@ class Gauge(Counter):
 
     def set(self, *labels: str, value: float) -> None:
         """Set the cell of `labels` to `value`."""
-        with self._lock:
+        with self.lock:
             self._values[labels] = value
 
     def add(self, *labels: str, amount: float) -> None:
@@ -115,7 +120,7 @@ class Gauge(Counter):
 
     def remove(self, *labels: str) -> None:
         """Drop a cell, e.g. a model that is no longer configured."""
-        with self._lock:
+        with self.lock:
             self._values.pop(labels, None)
 
 
@@ -137,17 +142,20 @@ class Histogram(_Metric):
 
     def observe(self, *labels: str, value: float) -> None:
         """Record one observation in the cell of `labels`."""
-        index = bisect.bisect_left(self.bounds, value)
-        with self._lock:
-            cell = self._cell(labels)
-            cell[index] += 1
-            cell[-2] += value
-            cell[-1] += 1
+        with self.lock:
+            self.observe_locked(labels, value)
+
+    def observe_locked(self, labels: tuple[str, ...], value: float) -> None:
+        """`observe` for a caller that already holds the lock."""
+        cell = self._cell(labels)
+        cell[bisect.bisect_left(self.bounds, value)] += 1
+        cell[-2] += value
+        cell[-1] += 1
 
     def observe_many(self, *labels: str, values: Sequence[float]) -> None:
         """Record several observations in the cell of `labels` (one lock for a whole batch)."""
         bounds = self.bounds
-        with self._lock:
+        with self.lock:
             cell = self._cell(labels)
             for value in values:
                 cell[bisect.bisect_left(bounds, value)] += 1
@@ -164,12 +172,12 @@ class Histogram(_Metric):
 
     def count(self, *labels: str) -> float:
         """Number of observations in one cell."""
-        with self._lock:
+        with self.lock:
             cell = self._cells.get(labels)
             return cell[-1] if cell else 0.0
 
     def render(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             items = sorted((k, list(v)) for k, v in self._cells.items())
         lines = []
         for labels, cell in items:
@@ -278,6 +286,21 @@ class ServingMetrics:
             self.batch_queue_size,
             self.inflight_requests,
         ]
+        self.lock = threading.Lock()
+        for metric in self._all:
+            metric.lock = self.lock
+
+    def record_request(
+        self, model_name: str, version: str, status: str, entrypoint: str, micros: float
+    ) -> None:
+        """One finished Predict: in-flight down, counts up, latency if OK (one lock)."""
+        with self.lock:
+            self.inflight_requests.add_locked((model_name,), -1)
+            self.request_count.add_locked((model_name, status), 1)
+            if version:
+                self.request_version_count.add_locked((model_name, version, status), 1)
+            if status == "OK":  # TF Serving times successful requests only
+                self.request_latency.observe_locked((model_name, "Predict", entrypoint), micros)
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) of every metric with samples."""

@@ -52,7 +52,7 @@ class _Task:
     inputs: dict[str, np.ndarray]
     rows: int
     future: asyncio.Future
-    enqueued: float
+    enqueued: float  # event-loop time (loop.time()), the clock the hold timer runs on
 
 
 def _smooth(average: float, sample: float) -> float:
@@ -102,7 +102,7 @@ class BatchQueue:
                 "The batch scheduling queue to which this task was submitted is full"
             )
         loop = asyncio.get_running_loop()
-        now = time.perf_counter()
+        now = loop.time()
         self._arrival_gap = _smooth(self._arrival_gap, now - self._last_arrival)
         self._last_arrival = now
         task = _Task(inputs, rows, loop.create_future(), now)
@@ -151,14 +151,11 @@ class BatchQueue:
     def _hold_deadline(self) -> float | None:
         """Event-loop time until which the pending batch waits for company, or None."""
         timeout = self._options.batch_timeout_micros * 1e-6
-        now = time.perf_counter()
         busy = self._last_batch_requests > 1 and self._arrival_gap < timeout
         if not busy or self._pending_rows >= self._options.max_batch_size:
             return None
-        remaining = self._pending[0].enqueued + timeout - now
-        if remaining <= 0:
-            return None
-        return asyncio.get_running_loop().time() + remaining
+        deadline = self._pending[0].enqueued + timeout
+        return deadline if deadline > asyncio.get_running_loop().time() else None
 
     def _end_hold(self) -> None:
         self._hold_timer = None
@@ -168,7 +165,8 @@ class BatchQueue:
         """Run one batch, inline or in the executor (see INLINE_RUN_SECONDS); `_complete`
         splits the outputs back (no extra task, so a lone request costs no more event-loop
         turns than without batching)."""
-        now = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         metrics = self._metrics
         # Recorded per batch, one lock each: per-request updates cost the loop more.
         metrics.input_batch_size.observe_many(self.model_name, values=[t.rows for t in batch])
@@ -191,7 +189,7 @@ class BatchQueue:
             self._complete(batch, outputs, error)
             return
         self._running += 1
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_run, merged)
+        future = loop.run_in_executor(self._executor, self._timed_run, merged)
         future.add_done_callback(functools.partial(self._finish, batch))
 
     def _timed_run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

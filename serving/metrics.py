@@ -147,28 +147,19 @@ class Histogram(_Metric):
 
     def observe_locked(self, labels: tuple[str, ...], value: float) -> None:
         """`observe` for a caller that already holds the lock."""
-        cell = self._cell(labels)
+        cell = self._cells.get(labels)
+        if cell is None:
+            # bucket counts (+Inf last), then sum, then count
+            cell = self._cells[labels] = [0.0] * (len(self.bounds) + 3)
         cell[bisect.bisect_left(self.bounds, value)] += 1
         cell[-2] += value
         cell[-1] += 1
 
     def observe_many(self, *labels: str, values: Sequence[float]) -> None:
         """Record several observations in the cell of `labels` (one lock for a whole batch)."""
-        bounds = self.bounds
         with self.lock:
-            cell = self._cell(labels)
             for value in values:
-                cell[bisect.bisect_left(bounds, value)] += 1
-                cell[-2] += value
-            cell[-1] += len(values)
-
-    def _cell(self, labels: tuple[str, ...]) -> list[float]:
-        """The cell of `labels`, created empty; the caller holds the lock."""
-        cell = self._cells.get(labels)
-        if cell is None:
-            # bucket counts (+Inf last), then sum, then count
-            cell = self._cells[labels] = [0.0] * (len(self.bounds) + 3)
-        return cell
+                self.observe_locked(labels, value)
 
     def count(self, *labels: str) -> float:
         """Number of observations in one cell."""

@@ -1,14 +1,22 @@
-# Embedded model server (serving/): generated config protos, local run, benchmark.
+# Embedded model server (serving/): TF Serving's config protos, local run, benchmark.
 
-SERVING_PROTO_OUT := serving/_proto/tf_serving_configs_pb2.py
+SERVING_PROTO_OUT := serving/_proto/tf_serving_configs.binpb
+SERVING_TF_DESCRIPTORS := serving/_proto/tensorflow_deps.binpb
+SERVING_PROTOS := serving/protos/tensorflow_serving/servables/tensorflow/session_bundle_config.proto \
+	serving/protos/tensorflow_serving/config/monitoring_config.proto
 SERVING_GRPC_PORT ?= 8500
 SERVING_REST_PORT ?= 8501
 
 .PHONY: serving-protos serve bench-serving test-serving
 
-# TF Serving's batching and monitoring config messages are not in tensorflow-serving-api.
-$(SERVING_PROTO_OUT): serving/protos/tf_serving_configs.proto | $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iserving/protos --python_out=serving/_proto $<
+# BatchingParameters and MonitoringConfig are not in tensorflow-serving-api: their .proto
+# files are vendored unchanged from TF Serving and compiled into one descriptor set, against
+# the TensorFlow protos they import (read from the installed TensorFlow).
+$(SERVING_PROTO_OUT): $(SERVING_PROTOS) serving/protos/tensorflow_descriptors.py | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(PY) serving/protos/tensorflow_descriptors.py $(SERVING_TF_DESCRIPTORS)
+	$(PY) -m grpc_tools.protoc --descriptor_set_in=$(SERVING_TF_DESCRIPTORS) -Iserving/protos \
+		--include_imports --descriptor_set_out=$@ $(patsubst serving/protos/%,%,$(SERVING_PROTOS))
 
 serving-protos: $(SERVING_PROTO_OUT) ## Compile TF Serving's batching/monitoring config protos for the embedded server
 

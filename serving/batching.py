@@ -29,14 +29,14 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 import numpy as np
 
-from serving.config import BatchingOptions
 from serving.errors import InvalidArgumentError, ServingError, UnavailableError, UnknownError
 from serving.metrics import ServingMetrics
+from serving.server_config import BatchingOptions
 
 RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -233,7 +233,13 @@ class BatchQueue:
 
 
 class Batcher:
-    """Routes each request to the BatchQueue of its servable, signature and input layout."""
+    """The BatchQueues of every loaded version, keyed by (servable key, signature, layout).
+
+    The servable key is (model, version, load generation), never an object id: ids are
+    reused once an unloaded version is freed, and a new version must not land on an old
+    queue. `drop` forgets a version's queues when it is unloaded, so nothing here keeps an
+    unloaded version alive.
+    """
 
     def __init__(
         self, options: BatchingOptions, executor: Executor, metrics: ServingMetrics
@@ -243,22 +249,23 @@ class Batcher:
         self._metrics = metrics
         self._queues: dict[tuple, BatchQueue] = {}
 
-    def submit(
-        self, key: tuple, model_name: str, run: RunFn, inputs: dict
-    ) -> Coroutine[None, None, dict]:
-        """Batch `inputs` with others of the same `key` (servable identity, signature, layout).
-
-        Returns the queue's coroutine itself (no wrapper coroutine per request)."""
+    def queue(self, key: tuple, model_name: str, run: Callable[[], RunFn]) -> BatchQueue:
+        """The queue of `key` ((servable key, signature, layout)); `run()` builds the run
+        function of a new one."""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = BatchQueue(
-                model_name, run, self.options, self._executor, self._metrics
+                model_name, run(), self.options, self._executor, self._metrics
             )
-        return queue.submit(inputs)
+        return queue
 
-    def forget(self, keep: Callable[[tuple], bool]) -> None:
-        """Drop idle queues whose key `keep` rejects (e.g. of unloaded versions)."""
-        for key in [k for k in self._queues if not keep(k)]:
-            queue = self._queues[key]
-            if not queue._pending and not queue._running:
-                del self._queues[key]
+    def drop(self, servable_key: tuple) -> int:
+        """Forget every queue of one servable (called once it has no requests in flight);
+        returns how many were dropped."""
+        doomed = [key for key in list(self._queues) if key[0] == servable_key]
+        for key in doomed:
+            self._queues.pop(key, None)
+        return len(doomed)
+
+    def __len__(self) -> int:
+        return len(self._queues)

@@ -55,6 +55,13 @@ class DeadlineExceededError(ServingError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class UnimplementedError(ServingError):
+    """The request asks for something the server does not do (e.g. a REST JSON value for a
+    dtype TF Serving cannot convert): HTTP 501."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class InternalError(ServingError):
     """A fault inside the server or TensorFlow: HTTP 500."""
 
@@ -115,6 +122,7 @@ def from_tensorflow_error(error: BaseException) -> ServingError:
     code_number = getattr(error, "error_code", None)
     message = getattr(error, "message", None) or str(error)
     for cls in (
+        UnimplementedError,
         InvalidArgumentError,
         NotFoundError,
         FailedPreconditionError,

@@ -4,12 +4,18 @@ Polls each model's base path for numeric version directories, applies the versio
 (latest N, all, specific), loads a new version before unloading the one it replaces (so
 no request fails during a rollover), keeps a version that fails to load out of service
 (state END with its error), and resolves version labels. Knows nothing of gRPC or HTTP.
+
+Unloading a version takes it out of the lookup tables first, so no new request can reach
+it; then waits for the requests that hold it (`Servable.drain`); then hands it to the
+`on_unload` hook, which frees it (batch queues, runners, Session). Nothing keeps a
+reference to an unloaded version, so its memory comes back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
 import os
 import threading
@@ -28,6 +34,8 @@ from serving.errors import (
 from serving.servable import Servable
 
 log = logging.getLogger(__name__)
+# While an unload waits for in-flight requests, it says so this often.
+DRAIN_LOG_SECONDS = 10.0
 
 
 class VersionState(enum.IntEnum):
@@ -59,6 +67,7 @@ class _Model:
 
 
 Loader = Callable[[str, int, Path], Servable]
+UnloadHook = Callable[[Servable], None]
 
 
 def list_version_dirs(base_path: Path) -> dict[int, Path] | None:
@@ -116,10 +125,13 @@ class ModelManager:
         *,
         allow_version_labels_for_unavailable_models: bool = False,
         on_change: Callable[[], None] | None = None,
+        on_unload: UnloadHook | None = None,
     ) -> None:
         self._loader = loader
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._on_change = on_change or (lambda: None)
+        self._on_unload = on_unload or Servable.close
+        self._generations = itertools.count(1)
         self._lock = threading.RLock()  # serialises poll / reload
         self._models: dict[str, _Model] = {}
         # name -> {version: Servable}; replaced wholesale, never mutated, so readers on the
@@ -148,6 +160,18 @@ class ModelManager:
             raise NotFoundError(f"Servable not found for request: Latest({name})")
         return versions[max(versions)]
 
+    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """`resolve`, and count the request in on the servable (release it when done).
+
+        A version that began unloading between the lookup and the count is gone from the
+        tables already, so the second lookup finds what serves now (or NOT_FOUND).
+        """
+        for _ in range(3):
+            servable = self.resolve(name, version, label)
+            if servable.acquire():
+                return servable
+        raise NotFoundError(f"Servable not found for request: Specific({name}, {version})")
+
     def version_for_label(self, name: str, label: str) -> int:
         """The version a label names; INVALID_ARGUMENT for a label the model does not have."""
         version = self._labels.get(name, {}).get(label)
@@ -157,9 +181,11 @@ class ModelManager:
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """Version statuses of a model, newest first (one version when `version` is given)."""
-        with self._lock:
-            model = self._models.get(name)
-            statuses = dict(model.statuses) if model else {}
+        # No lock: the event loop calls this, and the poll thread holds the lock while an
+        # unload waits for requests the event loop must finish. Entries are replaced, never
+        # mutated, and copying a dict is atomic under the GIL.
+        model = self._models.get(name)
+        statuses = dict(model.statuses) if model else {}
         if version is not None:
             status = statuses.get(version)
             if status is None:
@@ -288,6 +314,7 @@ class ModelManager:
         except Exception as error:  # a loader bug must not kill the poll loop
             self._record_failure(name, version, path, UnknownError(str(error)))
             return
+        servable.generation = next(self._generations)
         serving = dict(self._serving)
         serving[name] = {**serving.get(name, {}), version: servable}
         self._serving = serving
@@ -301,15 +328,36 @@ class ModelManager:
         )
 
     def _unload(self, name: str, version: int) -> None:
-        model = self._models[name]
-        model.statuses[version] = VersionStatus(version, VersionState.UNLOADING)
+        model = self._models.get(name)
+        if model is not None:
+            model.statuses[version] = VersionStatus(version, VersionState.UNLOADING)
         serving = dict(self._serving)
-        remaining = {v: s for v, s in serving.get(name, {}).items() if v != version}
-        serving[name] = remaining
-        # Requests already holding the servable finish with it; new ones no longer see it.
+        servable = serving.get(name, {}).get(version)
+        serving[name] = {v: s for v, s in serving.get(name, {}).items() if v != version}
+        # New requests no longer see the version; those already holding it finish with it.
         self._serving = serving
-        model.statuses[version] = VersionStatus(version, VersionState.END)
+        self._on_change()
+        if servable is not None:
+            while not servable.drain(timeout=DRAIN_LOG_SECONDS):
+                log.info(
+                    "unloading %s version %d: waiting for %d requests in flight",
+                    name,
+                    version,
+                    servable.inflight,
+                )
+            try:
+                self._on_unload(servable)
+            except Exception:  # freeing must not stop the poll loop
+                log.exception("freeing %s version %d failed", name, version)
+        if model is not None:
+            model.statuses[version] = VersionStatus(version, VersionState.END)
         log.info("unloaded %s version %d", name, version)
+
+    def unload_all(self) -> None:
+        """Unload every version of every model (waits for their requests): a clean stop."""
+        with self._lock:
+            for name in list(self._serving):
+                self._unload_all(name)
 
     def _unload_all(self, name: str) -> None:
         for version in sorted(self._serving.get(name, {})):

@@ -259,7 +259,7 @@ class ServingMetrics:
         )
         self.inflight_requests = Gauge(
             ":tensorflow:serving:embedded:inflight_requests",
-            "Predict requests being served right now (embedded server only).",
+            "Requests being served right now (embedded server only).",
             ("model_name",),
         )
         self._all: list[_Metric] = [
@@ -282,16 +282,17 @@ class ServingMetrics:
             metric.lock = self.lock
 
     def record_request(
-        self, model_name: str, version: str, status: str, entrypoint: str, micros: float
+        self, model_name: str, version: str, status: str, api: str, entrypoint: str, micros: float
     ) -> None:
-        """One finished Predict: in-flight down, counts up, latency if OK (one lock)."""
+        """One finished request (`api`: Predict, Classify, Regress): in-flight down, counts
+        up, latency if OK, all under one lock."""
         with self.lock:
             self.inflight_requests.add_locked((model_name,), -1)
             self.request_count.add_locked((model_name, status), 1)
             if version:
                 self.request_version_count.add_locked((model_name, version, status), 1)
             if status == "OK":  # TF Serving times successful requests only
-                self.request_latency.observe_locked((model_name, "Predict", entrypoint), micros)
+                self.request_latency.observe_locked((model_name, api, entrypoint), micros)
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) of every metric with samples."""

@@ -1,4 +1,4 @@
-"""One loaded version of a model: its SavedModel, signatures, input checks and TF call.
+"""One loaded version of a model: its SavedModel, signatures, input checks, TF call and unload.
 
 Knows nothing of gRPC or HTTP. A version is loaded as TF Serving loads it: the serving
 MetaGraph is imported into its own TensorFlow Session, variables are restored by the
@@ -7,28 +7,33 @@ SavedModel's restore op and the init op runs; each signature is then one Session
 same way means an export that only works when reloaded eagerly (TF2 object graph) fails
 here as it fails in tensorflow_model_server, and the callable costs a fraction of an eager
 function call.
+
+Unloading frees the version: requests that already hold it finish first (`acquire` /
+`release` count them), then its runners are dropped and its Session is closed, which frees
+the graph and the variables.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving import tensors
+from serving import tensor_proto
 from serving.errors import (
     DataLossError,
     FailedPreconditionError,
-    InternalError,
     InvalidArgumentError,
     NotFoundError,
     ServingError,
+    UnavailableError,
     from_tensorflow_error,
 )
 
@@ -37,11 +42,7 @@ log = logging.getLogger(__name__)
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # TF Serving refuses warmup files longer than this (saved_model_warmup_util.cc).
 MAX_WARMUP_RECORDS = 1000
-PREDICT_METHODS = (
-    "tensorflow/serving/predict",
-    "tensorflow/serving/classify",
-    "tensorflow/serving/regress",
-)
+DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +52,19 @@ class Signature:
     name: str
     definition: meta_graph_pb2.SignatureDef
     # Session callable: input arrays in `input_order`, outputs in `output_order`.
-    runner: Callable[..., list[np.ndarray]] | None
+    runner: Callable[..., list[np.ndarray]]
     input_order: tuple[str, ...]
     output_order: tuple[str, ...]
-    input_dims: dict[str, list[int] | None]
+    # alias -> numpy dtype (None: a dtype the embedded server cannot feed)
+    input_dtypes: dict[str, np.dtype | None]
+    # SignatureDef.defaults, decoded: used for inputs a request leaves out.
+    defaults: dict[str, np.ndarray]
     # Every input and output has an unknown leading dimension: requests can be merged.
     batchable: bool
-    # alias -> (numpy dtype, rank or None, [(axis, fixed size)], feed position): checked on
-    # every request, so computed once.
-    input_checks: dict[str, tuple[np.dtype, int | None, list[tuple[int, int]], int]]
+
+    @property
+    def method_name(self) -> str:
+        return self.definition.method_name
 
 
 class Servable:
@@ -72,119 +77,208 @@ class Servable:
         path: Path,
         signature_defs: dict[str, meta_graph_pb2.SignatureDef],
         session,
+        generation: int = 0,
     ) -> None:
         self.name = name
         self.version = version
         self.path = path
+        # Distinguishes two loads of the same version (a rewritten directory): batch queues
+        # and other per-version state are keyed by (name, version, generation).
+        self.generation = generation
         self.signature_defs = signature_defs
         self._session = session  # owns the graph and variables the runners use
-        self.signatures: dict[str, Signature] = {}
-        for key, definition in signature_defs.items():
-            # Feeds, fetches and input checks all follow this one order of the aliases.
-            input_order = tuple(sorted(definition.inputs))
-            output_order = tuple(sorted(definition.outputs))
-            input_dims = {
-                a: tensors.shape_dims(i.tensor_shape) for a, i in definition.inputs.items()
-            }
-            output_dims = [tensors.shape_dims(o.tensor_shape) for o in definition.outputs.values()]
-            batchable = all(
-                dims is not None and len(dims) >= 1 and dims[0] == -1
-                for dims in [*input_dims.values(), *output_dims]
-            )
-            checks = {}
-            for position, alias in enumerate(input_order):
-                dims = input_dims[alias]
-                fixed = [(axis, size) for axis, size in enumerate(dims or []) if size != -1]
-                checks[alias] = (
-                    tensors.numpy_dtype(definition.inputs[alias].dtype)
-                    if definition.inputs[alias].dtype in tensors.SUPPORTED_DTYPES
-                    else None,
-                    None if dims is None else len(dims),
-                    fixed,
-                    position,
-                )
-            self.signatures[key] = Signature(
-                key,
-                definition,
-                _session_callable(session, definition, input_order, output_order)
-                if definition.method_name in PREDICT_METHODS
-                else None,
-                input_order,
-                output_order,
-                input_dims,
-                batchable,
-                checks,
-            )
+        self.signatures: dict[str, Signature] = {
+            key: _build_signature(key, definition, session)
+            for key, definition in signature_defs.items()
+        }
+        self._lock = threading.Lock()
+        self._inflight = 0  # requests holding the version (queued or running)
+        self._calls = 0  # TensorFlow calls running (a cancelled request's may still run)
+        self._closing = False
+        self._drained = threading.Event()
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """(name, version, generation): unique for the life of the process."""
+        return (self.name, self.version, self.generation)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Count one request in; False once unloading has begun (the caller re-resolves)."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        """Count one request out (after `acquire` returned True)."""
+        with self._lock:
+            self._inflight -= 1
+            self._signal_if_drained()
+
+    def _signal_if_drained(self) -> None:
+        if self._closing and self._inflight == 0 and self._calls == 0:
+            self._drained.set()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Refuse new requests, wait for those in flight and for running TensorFlow calls;
+        True when none remain."""
+        with self._lock:
+            self._closing = True
+            self._signal_if_drained()
+        return self._drained.wait(timeout)
+
+    def close(self) -> None:
+        """Free the version: drop its runners and close its Session (graph, variables)."""
+        self._closing = True
+        self.signatures = {}
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
+
+    # -- requests --------------------------------------------------------------------------
 
     def signature(self, name: str) -> Signature:
         """The signature `name` ("" = serving_default); FailedPrecondition if unknown."""
-        key = name or "serving_default"
+        key = name or DEFAULT_SIGNATURE
         signature = self.signatures.get(key)
         if signature is None:
+            if self._session is None:
+                raise UnavailableError(f"{self.name} version {self.version} was unloaded")
             raise FailedPreconditionError(f'Serving signature key "{key}" not found.')
-        if signature.definition.method_name not in PREDICT_METHODS or signature.runner is None:
-            raise InternalError(
-                "Expected prediction signature method_name to be one of {"
-                + ", ".join(PREDICT_METHODS)
-                + "}. Was: "
-                + signature.definition.method_name
-            )
         return signature
 
-    def check_inputs(self, signature: Signature, inputs: dict[str, np.ndarray]) -> None:
-        """Check aliases, dtypes and shapes against the signature, as TF Serving does."""
-        checks = signature.input_checks
-        if len(inputs) != len(checks):
-            sent, wanted = set(inputs), set(checks)
+    @staticmethod
+    def complete_inputs(
+        signature: Signature, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The inputs to feed, as TF Serving's VerifyRequestInputsSize and GetInputValues
+        check them: every alias known, every missing one given by SignatureDef.defaults."""
+        definition = signature.definition
+        wanted = definition.inputs
+        if len(inputs) > len(wanted) or (len(inputs) < len(wanted) and not signature.defaults):
+            sent = set(inputs)
+            names = set(wanted)
             raise InvalidArgumentError(
-                f"input size does not match signature: {len(inputs)}!={len(checks)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
-                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}."
+                f"input size does not match signature: {len(inputs)}!={len(wanted)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(names))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - names))}}}. "
+                f"Missing but required: {{{','.join(sorted(names - sent))}}}."
             )
-        for alias, array in inputs.items():
-            check = checks.get(alias)
-            if check is None:
+        if len(inputs) == len(wanted) and all(alias in wanted for alias in inputs):
+            return dict(inputs)  # the common case: no defaults needed
+        feed: dict[str, np.ndarray] = {}
+        for alias in signature.input_order:
+            if alias in inputs:
+                feed[alias] = inputs[alias]
+            elif alias in signature.defaults:
+                feed[alias] = signature.defaults[alias]
+            else:
                 raise InvalidArgumentError(
-                    f"input tensor alias not found in signature: {alias}. Inputs expected to "
-                    f"be in the set {{{','.join(sorted(checks))}}}."
+                    f"Signature input alias: {alias}(feed name: {wanted[alias].name}) not "
+                    "found in request and no default value provided. Inputs expected to be "
+                    f"in the request {{{','.join(sorted(inputs))}}}, or default input alias "
+                    f"set: {','.join(sorted(signature.defaults))}"
                 )
-            dtype, rank, fixed, position = check
-            if array.dtype != dtype:
-                self._wrong_dtype(signature, alias, array, position)
-            if rank is None:
-                continue
-            shape = array.shape
-            if len(shape) != rank or any(shape[axis] != size for axis, size in fixed):
-                dims = signature.input_dims[alias] or []
-                wanted_shape = "[" + ",".join("?" if d == -1 else str(d) for d in dims) + "]"
-                raise InvalidArgumentError(
-                    f"input tensor {alias} has shape [{','.join(map(str, shape))}], "
-                    f"but the signature expects {wanted_shape}"
-                )
+        used = [alias for alias in inputs if alias in wanted]
+        if inputs and len(used) != len(inputs):
+            raise InvalidArgumentError(
+                f"Inputs contains invalid name. Used request inputs: {','.join(sorted(used))}"
+                f", request input: {','.join(sorted(inputs))}"
+            )
+        return feed
 
     @staticmethod
-    def _wrong_dtype(signature: Signature, alias: str, array: np.ndarray, position: int):
-        expected = tensors.dtype_name(signature.definition.inputs[alias].dtype)
-        enum = tensors.dtype_enum(array.dtype)
-        got = tensors.dtype_name(enum) if enum is not None else str(array.dtype)
-        raise InvalidArgumentError(
-            f"Expects arg[{position}] to be {expected} but {got} is provided (input {alias})"
-        )
+    def check_dtypes(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+        """Refuse an input whose dtype the signature does not take, with TensorFlow's words.
 
-    def run(self, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        TF Serving hands the tensors to Session::Run, which refuses them this way; checking
+        first keeps a wrong dtype from reaching a batch that other requests share.
+        """
+        dtypes = signature.input_dtypes
+        for position, alias in enumerate(signature.input_order):
+            array = inputs[alias]
+            expected = dtypes[alias]
+            if array.dtype == expected or (
+                expected == np.dtype(object) and array.dtype.kind in "OS"
+            ):
+                continue
+            wanted = tensor_proto.dtype_name(signature.definition.inputs[alias].dtype)
+            enum = tensor_proto.dtype_enum(array.dtype)
+            got = tensor_proto.dtype_name(enum) if enum is not None else str(array.dtype)
+            raise InvalidArgumentError(
+                f"Expects arg[{position}] to be {wanted} but {got} is provided"
+            )
+
+    def run(self, signature: Signature, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature in the version's Session; every output, as numpy arrays."""
+        with self._lock:
+            self._calls += 1
         try:
             values = signature.runner(*[inputs[alias] for alias in signature.input_order])
         except ServingError:
             raise
         except Exception as error:  # TensorFlow raises its own OpError family
             raise from_tensorflow_error(error) from None
+        finally:
+            with self._lock:
+                self._calls -= 1
+                self._signal_if_drained()
         return dict(zip(signature.output_order, values, strict=True))
 
 
-def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
-    """The serving MetaGraphDef of saved_model.pb, read as TF Serving reads it."""
+def _build_signature(key: str, definition: meta_graph_pb2.SignatureDef, session) -> Signature:
+    # Feeds, fetches and dtype checks all follow this one order of the aliases.
+    input_order = tuple(sorted(definition.inputs))
+    output_order = tuple(sorted(definition.outputs))
+    dims = [tensor_proto.shape_dims(i.tensor_shape) for i in definition.inputs.values()]
+    dims += [tensor_proto.shape_dims(o.tensor_shape) for o in definition.outputs.values()]
+    batchable = bool(dims) and all(d is not None and len(d) >= 1 and d[0] == -1 for d in dims)
+    input_dtypes = {
+        alias: tensor_proto.numpy_dtype(info.dtype)
+        if info.dtype in tensor_proto.SUPPORTED_DTYPES
+        else None
+        for alias, info in definition.inputs.items()
+    }
+    defaults = {}
+    for alias, proto in definition.defaults.items():
+        try:
+            defaults[alias] = tensor_proto.make_ndarray(proto, alias)
+        except ServingError:
+            log.warning("signature %s: default of %s cannot be decoded; ignored", key, alias)
+    try:
+        runner = _session_callable(session, definition, input_order, output_order)
+    except Exception as error:  # e.g. TF2's __saved_model_init_op: outputs that are ops
+        # TF Serving lists such a signature and fails only when it is run; so do we.
+        failure = from_tensorflow_error(error)
+
+        def runner(*_inputs, failure=failure):
+            raise type(failure)(failure.message)
+
+    return Signature(
+        key,
+        definition,
+        runner,
+        input_order,
+        output_order,
+        input_dtypes,
+        defaults,
+        batchable,
+    )
+
+
+def read_meta_graph(path: Path, tags: frozenset[str]) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef of saved_model.pb whose tags are `tags`, read as TF Serving reads it."""
     pb = path / "saved_model.pb"
     if not pb.is_file():
         raise NotFoundError(
@@ -195,20 +289,28 @@ def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
     except DecodeError:
         raise DataLossError(f"Can't parse {pb} as binary proto") from None
     for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
+        if set(meta_graph.meta_info_def.tags) == tags:
             return meta_graph
     raise NotFoundError(
-        f"Could not find meta graph def matching supplied tags: {{ serve }}. in {path}"
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}."
+        f" in {path}"
     )
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
+def load_servable(
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    tags: frozenset[str] = frozenset({"serve"}),
+    generation: int = 0,
+) -> Servable:
     """Load a SavedModel version; a ServingError (NOT_FOUND, DATA_LOSS, ...) when it cannot."""
     import tensorflow as tf  # deferred: importing this module stays cheap
     from tensorflow.python.util import deprecation
 
     started = time.monotonic()
-    signature_defs = dict(read_meta_graph(path).signature_def)
+    signature_defs = dict(read_meta_graph(path, tags).signature_def)
     # The thread counts `python -m serving` set from its flags apply to sessions too.
     config = tf.compat.v1.ConfigProto(
         intra_op_parallelism_threads=tf.config.threading.get_intra_op_parallelism_threads(),
@@ -219,8 +321,8 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
     try:
         with graph.as_default(), deprecation.silence():
             # Restores the variables and runs the init op, as TF Serving's LoadSavedModel.
-            tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
-        servable = Servable(name, version, path, signature_defs, session)
+            tf.compat.v1.saved_model.loader.load(session, sorted(tags), str(path))
+        servable = Servable(name, version, path, signature_defs, session, generation)
     except Exception as error:  # corrupt variables, missing files, bad graph
         session.close()
         raise from_tensorflow_error(error) from None
@@ -284,14 +386,17 @@ def read_warmup_requests(path: Path) -> list:
     return requests
 
 
-def run_warmup(servable: Servable) -> int:
-    """Replay the version's warmup requests; the first failure fails the load. Returns count."""
+def run_warmup(servable: Servable, iterations: int = 1) -> int:
+    """Replay the version's warmup requests `iterations` times each; the first failure fails
+    the load. Returns the number of requests replayed."""
     requests = read_warmup_requests(servable.path)
     for request in requests:
         signature = servable.signature(request.model_spec.signature_name)
-        inputs = {a: tensors.make_ndarray(t, a) for a, t in request.inputs.items()}
-        servable.check_inputs(signature, inputs)
-        servable.run(signature, inputs)
+        inputs = {a: tensor_proto.make_ndarray(t, a) for a, t in request.inputs.items()}
+        feed = servable.complete_inputs(signature, inputs)
+        servable.check_dtypes(signature, feed)
+        for _ in range(max(iterations, 1)):
+            servable.run(signature, feed)
     if requests:
         log.info(
             "replayed %d warmup requests for %s version %d",

@@ -115,25 +115,54 @@ def build_spin_model(path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
 
 
-def server_config(root: Path, labels: dict[str, int], extra_models: dict | None = None):
-    """ModelServerConfig of the shared multi-model server (plus `extra_models` name->path).
+class FakeLoader:
+    """A loader for in-process manager and core tests: no TensorFlow, no SavedModel.
 
-    `mnist`: versions 1, 2, latest 2, `labels`; `rolling`: latest 1 (lifecycle tests);
-    `spin`: the slow model.
+    A version directory loads when it holds a file named `model`; a `broken` file makes it
+    fail with NOT_FOUND (as a half-copied version does). Every load is recorded.
     """
+
+    def __init__(self) -> None:
+        self.loaded: list[tuple[str, int]] = []
+
+    def __call__(self, name: str, version: int, path: Path):
+        from serving.errors import NotFoundError
+        from serving.servable import Servable
+
+        if (path / "broken").exists() or not (path / "model").exists():
+            raise NotFoundError(f"Could not find SavedModel .pb or .pbtxt at {path}")
+        self.loaded.append((name, version))
+        return Servable(name, version, path, {}, session=None)
+
+
+def fake_version(model_dir: Path, version: int, broken: bool = False) -> Path:
+    """Publish a version directory the FakeLoader loads (or fails on, when `broken`)."""
+    path = model_dir / str(version)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / ("broken" if broken else "model")).write_text(str(version))
+    return path
+
+
+def model_config(*models: tuple[str, Path], num_versions: int = 1, **labels: int):
+    """ModelServerConfig: each (name, base path) with a latest-N policy; labels on the first."""
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    mnist = config.model_config_list.config.add(
-        name="mnist", base_path=str(root / "mnist"), model_platform="tensorflow"
-    )
-    mnist.model_version_policy.latest.num_versions = 2
-    for label, version in labels.items():
-        mnist.version_labels[label] = version
-    for name in ("rolling", "spin"):
-        config.model_config_list.config.add(
-            name=name, base_path=str(root / name), model_platform="tensorflow"
+    for index, (name, base_path) in enumerate(models):
+        model = config.model_config_list.config.add(
+            name=name, base_path=str(base_path), model_platform="tensorflow"
         )
-    for name, base_path in (extra_models or {}).items():
-        config.model_config_list.config.add(name=name, base_path=str(base_path))
+        model.model_version_policy.latest.num_versions = num_versions
+        if index == 0:
+            for label, version in labels.items():
+                model.version_labels[label] = version
     return config
+
+
+def server_config_for(models, batching=None, metrics_path=None, **flags):
+    """A ServerConfig as `python -m serving` would build it, for in-process cores."""
+    from serving.flags import ServerFlags
+    from serving.server_config import ServerConfig
+
+    flags.setdefault("model_config_file", "/unused/models.config")
+    return ServerConfig(ServerFlags(**flags), models, batching, metrics_path)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from serving.batching import INLINE_RUN_SECONDS, BatchQueue
-from serving.config import BatchingOptions
 from serving.errors import InvalidArgumentError, UnavailableError
 from serving.metrics import ServingMetrics
+from serving.server_config import BatchingOptions
 
 
 class GatedModel:

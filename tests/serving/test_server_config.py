@@ -1,4 +1,4 @@
-"""Flags and config files: TF Serving's names and syntax, parsed with its own protos."""
+"""Config files as TF Serving parses and validates them, with its own message definitions."""
 
 from __future__ import annotations
 
@@ -6,57 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from serving.config import (
+from serving.flags import parse_flags
+from serving.server_config import (
     DEFAULT_METRICS_PATH,
     ConfigError,
+    batching_parameters_message,
     load_batching_options,
     load_metrics_path,
     load_model_server_config,
-    parse_flags,
     read_model_config_file,
 )
 from tests.fixtures.serving import SERVING_CONFIG_DIR
 
 ARGS_FILE = SERVING_CONFIG_DIR / "tensorflow_model_server.args"
-
-
-def test_flags_accept_both_syntaxes_and_bare_booleans():
-    flags = parse_flags(
-        ["--port", "9000", "--rest_api_port=9001", "--model_name=m", "--model_base_path", "/m",
-         "--enable_batching", "--enable_model_warmup=false"]
-    )  # fmt: skip
-    assert (flags.port, flags.rest_api_port, flags.model_name) == (9000, 9001, "m")
-    assert flags.enable_batching is True
-    assert flags.enable_model_warmup is False
-
-
-def test_defaults_are_tensorflow_model_servers():
-    flags = parse_flags(["--model_base_path=/m"])
-    assert flags.port == 8500
-    assert flags.rest_api_port == 0  # REST is off unless asked for, as in TF Serving
-    assert flags.file_system_poll_wait_seconds == 1
-    assert flags.enable_model_warmup is True
-    assert flags.model_name == "default"
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [],
-        ["--model_base_path=/m", "--model_config_file=/c"],
-        ["--model_base_path=/m", "--batching_parameters_file=/b"],
-    ],
-    ids=["no-model", "both-sources", "batching-file-without-batching"],
-)
-def test_inconsistent_flags_are_refused(argv):
-    with pytest.raises(ConfigError):
-        parse_flags(argv)
-
-
-def test_unknown_flag_exits_like_a_cli(capsys):
-    with pytest.raises(SystemExit):
-        parse_flags(["--model_base_path=/m", "--no_such_flag=1"])
-    assert "no_such_flag" in capsys.readouterr().err
 
 
 def test_shipped_models_config_parses_with_tf_servings_proto():
@@ -105,6 +67,66 @@ def test_args_file_is_one_flag_per_line_that_the_embedded_server_accepts():
             assert (SERVING_CONFIG_DIR / mounted.name).is_file()
 
 
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        (
+            "model_config_list { config { name: 'a' base_path: '/a' } }",
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            "ModelServerConfig::model_platform, model name is a",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: 'rel/a' model_platform: "
+            "'tensorflow' } }",
+            "Expected model a to have an absolute path or URI; got base_path()=rel/a",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }",
+            "Model a requests unsupported platform onnx",
+        ),
+    ],
+    ids=["no-platform", "relative-base-path", "other-platform"],
+)
+def test_server_core_refusals(tmp_path, config_text, message):
+    config = tmp_path / "models.config"
+    config.write_text(config_text)
+    with pytest.raises(ConfigError) as refused:
+        load_model_server_config(parse_flags([f"--model_config_file={config}"]))
+    assert str(refused.value) == message
+
+
+def test_batching_parameters_are_tf_servings_message(tmp_path):
+    """session_bundle_config.proto's BatchingParameters: BoolValue fields, every field."""
+    params = batching_parameters_message()
+    assert params.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
+    assert params.DESCRIPTOR.file.name.endswith("session_bundle_config.proto")
+    bool_field = params.DESCRIPTOR.fields_by_name["enable_large_batch_splitting"]
+    assert bool_field.message_type.full_name == "google.protobuf.BoolValue"
+    config = tmp_path / "batching.config"
+    config.write_text(
+        "max_batch_size { value: 8 }\n"
+        "enable_large_batch_splitting { value: true }\n"
+        "max_execution_batch_size { value: 4 }\n"
+        "allowed_batch_sizes: 4\nallowed_batch_sizes: 8\n"
+        "pad_variable_length_inputs: true\n"
+    )
+    flags = parse_flags(
+        ["--model_base_path=/m", "--enable_batching", f"--batching_parameters_file={config}"]
+    )
+    assert load_batching_options(flags).max_batch_size == 8
+
+
+def test_batching_without_a_file_uses_tf_servings_pool_name():
+    options = load_batching_options(parse_flags(["--model_base_path=/m", "--enable_batching"]))
+    assert options.thread_pool_name == "model_server_batch_threads"
+
+
+def test_base_path_flag_is_used_as_given():
+    config = load_model_server_config(parse_flags(["--model_base_path=/m/x", "--model_name=a"]))
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == ("a", "/m/x", "tensorflow")
+
+
 def test_config_errors_name_the_file(tmp_path):
     broken = tmp_path / "models.config"
     broken.write_text("model_config_list { config { nme: 'x' } }")
@@ -112,8 +134,8 @@ def test_config_errors_name_the_file(tmp_path):
         read_model_config_file(broken)
     duplicated = tmp_path / "dup.config"
     duplicated.write_text(
-        "model_config_list { config { name: 'a' base_path: '/a' }"
-        " config { name: 'a' base_path: '/b' } }"
+        "model_config_list { config { name: 'a' base_path: '/a' model_platform: 'tensorflow' }"
+        " config { name: 'a' base_path: '/b' model_platform: 'tensorflow' } }"
     )
     with pytest.raises(ConfigError, match="multiple times"):
         load_model_server_config(parse_flags([f"--model_config_file={duplicated}"]))

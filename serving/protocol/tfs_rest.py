@@ -1,0 +1,285 @@
+"""TF Serving's REST API over the data plane, as a plain ASGI application.
+
+Routing, status codes and bodies follow model_servers/http_server.cc and
+http_rest_api_handler.cc:
+- `POST /v1/models/NAME[/versions/N|/labels/L]:(predict|classify|regress)`;
+- `GET /v1/models/NAME[/versions/N|/labels/L][/metadata]`;
+- the Prometheus page at the monitoring config's path;
+- errors are `{"error": "<message>"}` with TF Serving's gRPC-code-to-HTTP mapping; paths
+  outside /v1/ are 404 with an empty body, as TF Serving's HTTP server leaves them.
+
+ASGI without a framework: the adapter needs raw bodies, exact paths and its own error
+shape, and a framework's routing and request objects would only cost time per request.
+Embedded-server extension: bodies over --rest_api_max_body_bytes are refused with 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.parse
+from collections.abc import Awaitable, Callable
+
+from google.protobuf import json_format
+
+from serving.data_plane import DataPlane, ExamplesRequest, ModelSpec, PredictRequest
+from serving.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ServingError,
+    UnavailableError,
+    http_status,
+)
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.protocol import tfs_json
+from serving.protocol.messages import build_status_response, signature_def_map
+
+REST = "REST"
+INT64_MAX = 2**63 - 1
+# http_rest_api_util.cc, both case-insensitive.
+_PREDICT_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+_ORIGIN = re.compile(r"https?://")
+
+Send = Callable[[dict], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict]]
+
+
+class BodyTooLargeError(ServingError):
+    """The REST body is over --rest_api_max_body_bytes (an embedded-server extension): 413."""
+
+
+def error_json(message: str) -> bytes:
+    """MakeJsonFromStatus: rapidjson's PrettyWriter output of {"error": message}."""
+    return ('{\n    "error": ' + json.dumps(message, ensure_ascii=False) + "\n}").encode()
+
+
+def _proto_json(message, preserve_names: bool) -> str:
+    """protobuf's MessageToJsonString with add_whitespace and default-valued fields."""
+    return json_format.MessageToJson(
+        message,
+        preserving_proto_field_name=preserve_names,
+        always_print_fields_with_no_presence=True,
+        indent=1,
+    )
+
+
+def metadata_json(servable) -> str:
+    """http_rest_api_util.cc ToJsonString(GetModelMetadataResponse): two JSON documents
+    concatenated by hand, exactly as TF Serving writes them."""
+    from tensorflow_serving.apis import model_pb2
+
+    spec = model_pb2.ModelSpec(name=servable.name)
+    spec.version.value = servable.version
+    return (
+        '{\n"model_spec":'
+        + _proto_json(spec, True)
+        + ',\n"metadata": {"signature_def": '
+        + _proto_json(signature_def_map(servable), True)
+        + "}\n}\n"
+    )
+
+
+class TfsRestApp:
+    """The ASGI application of the REST port."""
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        metrics_path: str | None,
+        timeout_seconds: float,
+        max_body_bytes: int,
+        enable_cors: bool = False,
+        accepting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._plane = plane
+        self._metrics_path = metrics_path
+        self._timeout = timeout_seconds
+        self._max_body = max_body_bytes
+        self._cors = enable_cors
+        self._accepting = accepting
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # uvicorn runs with lifespan off; be polite anyway
+            return
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        path = scope["path"]
+        if self._metrics_path and path == self._metrics_path:
+            await _reply(send, 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())],
+                         self._plane.metrics.render().encode())  # fmt: skip
+            return
+        if not _V1.fullmatch(path):
+            await _reply(send, 404, [], b"")
+            return
+        headers = list(_CORS_HEADERS) if self._cors else []
+        try:
+            body = await self._read_body(scope, receive)
+            if not self._accepting():
+                raise UnavailableError("Server is shutting down")
+            if method == "OPTIONS":
+                origin = _header(scope, b"origin")
+                if not _ORIGIN.search(origin):
+                    raise FailedPreconditionError("Origin header is missing in CORS preflight")
+                await _reply(send, 200, headers, b"")
+                return
+            output = await self._dispatch(method, path, body)
+        except ServingError as error:
+            status = 413 if isinstance(error, BodyTooLargeError) else http_status(error.code)
+            if method == "OPTIONS" and not isinstance(error, BodyTooLargeError):
+                await _reply(send, status, headers, b"")
+                return
+            await _reply(send, status, [*_JSON_HEADERS, *headers], error_json(error.message))
+            return
+        await _reply(send, 200, [*_JSON_HEADERS, *headers], output)
+
+    async def _read_body(self, scope: dict, receive: Receive) -> bytes:
+        limit = self._max_body
+        declared = _header(scope, b"content-length")
+        if limit and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLargeError(self._too_large())
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if limit and size > limit:
+                    raise BodyTooLargeError(self._too_large())
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> str:
+        return (
+            f"Request body is larger than this server's limit of {self._max_body} bytes "
+            "(--rest_api_max_body_bytes)"
+        )
+
+    async def _dispatch(self, method: str, path: str, body: bytes) -> bytes:
+        """http_rest_api_handler.cc ProcessRequest: the JSON body of a 200, or raise."""
+        malformed = InvalidArgumentError(f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = _PREDICT_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            spec, verb = _model_spec(match), match.group(4)
+            if verb == "predict":
+                return await self._predict(spec, body)
+            if verb == "classify":
+                return await self._classify(spec, body)
+            if verb == "regress":
+                return await self._regress(spec, body)
+            raise malformed  # the regex takes any case; the dispatch only lower case
+        if method == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            spec = _model_spec(match)
+            if not spec.name:
+                raise InvalidArgumentError("Missing model name in request.")
+            if match.group(4) == "metadata":
+                return metadata_json(self._plane.metadata(spec)).encode()
+            # get_model_status_impl.cc looks at a version only: a label is ignored.
+            statuses = self._plane.status(ModelSpec(spec.name, spec.version))
+            return _proto_json(build_status_response(statuses), True).encode() + b"\n"
+        raise malformed
+
+    async def _with_deadline(self, awaitable):
+        try:
+            return await asyncio.wait_for(awaitable, self._timeout)
+        except TimeoutError:
+            raise DeadlineExceededError("Deadline Exceeded") from None
+
+    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        plane = self._plane
+        document = await plane.offload(tfs_json.parse_predict_body, body, cost=len(body))
+        signature_name = document.get("signature_name", "")
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        signature = plane.signature_for(spec)
+        inputs, row_format = await plane.offload(
+            tfs_json.json_request_inputs,
+            document,
+            signature.definition.inputs,
+            signature_name,
+            cost=len(body),
+        )
+        plane.check_decoded_bytes(sum(array.nbytes for array in inputs.values()))
+        result = await self._with_deadline(plane.predict(PredictRequest(spec, inputs, (), REST)))
+        text = await plane.offload(
+            tfs_json.outputs_to_json,
+            result.outputs,
+            row_format,
+            cost=sum(array.size for array in result.outputs.values()) * 8,
+        )
+        return text.encode("utf-8", "surrogateescape")
+
+    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+        examples, signature_name = await self._plane.offload(
+            tfs_json.parse_examples_body, body, "classify", cost=len(body)
+        )
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        result = await self._with_deadline(
+            self._plane.classify(ExamplesRequest(spec, examples, REST))
+        )
+        return tfs_json.classification_json(result.classifications).encode(
+            "utf-8", "surrogateescape"
+        )
+
+    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        examples, signature_name = await self._plane.offload(
+            tfs_json.parse_examples_body, body, "regress", cost=len(body)
+        )
+        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
+        result = await self._with_deadline(
+            self._plane.regress(ExamplesRequest(spec, examples, REST))
+        )
+        return tfs_json.regression_json(result.values).encode()
+
+
+def _model_spec(match: re.Match) -> ModelSpec:
+    """http_rest_api_util.cc ParseModelInfo: URL-decoded name and label, int64 version."""
+    name, version_text, label = match.group(1), match.group(2), match.group(3)
+    version = None
+    if version_text:
+        version = int(version_text)
+        if version > INT64_MAX:
+            raise InvalidArgumentError(f"Failed to convert version: {version_text} to numeric.")
+    return ModelSpec(
+        urllib.parse.unquote(name) if name else "",
+        version,
+        urllib.parse.unquote(label) if label else None,
+    )
+
+
+def _header(scope: dict, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _reply(send: Send, status: int, headers: list, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -234,7 +234,19 @@ class Servable:
             with self._lock:
                 self._calls -= 1
                 self._signal_if_drained()
-        return dict(zip(signature.output_order, values, strict=True))
+        return {
+            alias: value if type(value) is np.ndarray else _as_array(value)
+            for alias, value in zip(signature.output_order, values, strict=True)
+        }
+
+
+def _as_array(value) -> np.ndarray:
+    """A Session callable returns a rank-0 string output as plain bytes: make it an array."""
+    if isinstance(value, bytes):
+        array = np.empty((), dtype=object)
+        array[()] = value
+        return array
+    return np.asarray(value)
 
 
 def _build_signature(key: str, definition: meta_graph_pb2.SignatureDef, session) -> Signature:

@@ -37,6 +37,9 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
     types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
     types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+    # Complex values are (real, imaginary) pairs in the typed fields.
+    types_pb2.DT_COMPLEX64: (np.dtype(np.complex64), "scomplex_val"),
+    types_pb2.DT_COMPLEX128: (np.dtype(np.complex128), "dcomplex_val"),
 }
 _NUMPY_TO_DTYPE: dict[np.dtype, int] = {
     dtype: enum for enum, (dtype, _) in _DTYPES.items() if dtype != np.dtype(object)
@@ -135,6 +138,10 @@ def make_ndarray(proto: tensor_pb2.TensorProto, alias: str = "") -> np.ndarray:
         values = values[:count]
     if proto.dtype == types_pb2.DT_HALF:
         array = np.array(values, dtype=np.uint16).view(np.float16)
+    elif dtype.kind == "c":  # pairs: count is in parts, two per element
+        parts = np.array(getattr(proto, field), dtype=dtype.type(0).real.dtype)
+        count = min(len(parts) // 2, size)
+        array = parts[: 2 * count].view(dtype)
     elif proto.dtype == types_pb2.DT_STRING:
         array = np.empty(count, dtype=object)
         array[:] = list(values)
@@ -172,8 +179,11 @@ def fill_tensor_proto(
             flat = array.ravel()
             if enum == types_pb2.DT_HALF:
                 proto.half_val.extend(flat.view(np.uint16).tolist())
+            elif array.dtype.kind == "c":
+                getattr(proto, _DTYPES[enum][1]).extend(flat.view(flat.real.dtype).tolist())
             else:
                 getattr(proto, _DTYPES[enum][1]).extend(flat.tolist())
+    proto.tensor_shape.SetInParent()  # Tensor::AsProtoField sets it, scalars included
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size

@@ -1,10 +1,8 @@
 """TF Serving's REST JSON <-> numpy, as util/json_tensor.cc does it, text for text.
 
-Requests are read with rapidjson's rules as json_tensor.cc configures them: parsing stops
-after the root value (trailing data is ignored), `NaN`/`Inf`/`Infinity` are numbers, a
-number too big for a double is an error, duplicate keys stay (lookups find the first), and
-numbers keep rapidjson's int / uint / int64 / uint64 / double distinction, which decides
-what a typed tensor accepts (`1.0` is not an int32; `2147483648` is not one either).
+Requests are read as rapidjson reads them (serving/protocol/rapidjson.py); the number
+types it tells apart decide what a typed tensor accepts (`1.0` is not an int32, and
+`2147483648` is not one either), and the error texts are json_tensor.cc's.
 
 Responses are written as rapidjson's PrettyWriter writes them, with json_tensor.cc's
 WriteDecimal for floats (six significant digits, nine or seventeen when six do not
@@ -19,11 +17,7 @@ port of json_tensor.cc, which also writes TF Serving's error messages.
 from __future__ import annotations
 
 import base64
-import binascii
-import decimal
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,432 +25,30 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from serving.errors import InvalidArgumentError, UnimplementedError
+from serving.protocol.rapidjson import (
+    PrettyWriter,
+    debug_string,
+    json_string,
+    json_type_string,
+    members,
+    parse,
+)
 from serving.tensor_proto import dtype_name, numpy_dtype
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 UINT32_MAX = 2**32 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
-MAX_DEBUG_STRING_BYTES = 256  # kMaxJsonDebugStringBytes
 BASE64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
 
 
-class JsonObject(dict):
-    """A JSON object: lookups find the first of duplicate keys (rapidjson FindMember);
-    `members` keeps every (key, value) in document order (rapidjson member iteration)."""
-
-    __slots__ = ("members",)
-
-    def __init__(self, members: list[tuple[str, Any]]) -> None:
-        super().__init__()
-        for key, value in members:
-            if key not in self:
-                self[key] = value
-        self.members = members
-
-
-class _Inf(float):
-    """A float read from an `Inf`/`Infinity` token (not from an overflowing number)."""
-
-
-# -------------------------------------------------------------------------------------
-# Parsing
-# -------------------------------------------------------------------------------------
-
-_WHITESPACE = b" \n\r\t"
-# Fast path off for documents Python's json reads differently from rapidjson: huge
-# exponents (rapidjson refuses an overflow), bare Inf (Python has only Infinity).
-_FAST_PATH_UNSAFE = re.compile(rb"[eE][+]?0*[1-9][0-9]{2}|Inf(?!inity)|-?[0-9]{300}")
-
-
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
-    if len(pairs) < 2:
-        return dict(pairs)
-    result = dict(pairs)
-    if len(result) == len(pairs):
-        return result
-    return JsonObject(pairs)
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook)
-
-
-def parse_json(body: bytes) -> Any:
-    """json_tensor.cc ParseJson: the document's root value; InvalidArgumentError with
-    rapidjson's message and byte offset when it does not parse."""
-    if not body:
-        raise InvalidArgumentError("JSON Parse error: The document is empty")
-    if not _FAST_PATH_UNSAFE.search(body):
-        try:
-            text = body.decode("utf-8")
-            start = len(text) - len(text.lstrip(" \n\r\t"))
-            value, _end = _DECODER.raw_decode(text, start)
-            return value
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            pass
-    return _RapidJsonReader(body).parse()
-
-
 def parse_document(body: bytes) -> dict:
     """ParseJson plus its check that the root is an object."""
-    document = parse_json(body)
+    document = parse(body)
     if not isinstance(document, dict):
         raise InvalidArgumentError(f"JSON Value: {debug_string(document)} Is not object")
     return document
-
-
-class _ParseError(Exception):
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-
-
-class _RapidJsonReader:
-    """rapidjson's Reader with kParseIterativeFlag | kParseNanAndInfFlag |
-    kParseStopWhenDoneFlag, over bytes (offsets are byte offsets, as rapidjson's)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def parse(self) -> Any:
-        try:
-            self._skip()
-            if self.pos >= len(self.data):
-                raise _ParseError("The document is empty.", self.pos)
-            return self._value_iterative()
-        except _ParseError as error:
-            raise InvalidArgumentError(
-                f"JSON Parse error: {error.message} at offset: {error.offset}"
-            ) from None
-
-    def _peek(self) -> int:
-        return self.data[self.pos] if self.pos < len(self.data) else 0
-
-    def _skip(self) -> None:
-        data, pos = self.data, self.pos
-        while pos < len(data) and data[pos] in _WHITESPACE:
-            pos += 1
-        self.pos = pos
-
-    def _consume(self, char: int) -> bool:
-        if self._peek() == char:
-            self.pos += 1
-            return True
-        return False
-
-    def _value_iterative(self) -> Any:
-        """An explicit stack instead of recursion: rapidjson's iterative parser has no depth
-        limit either."""
-        stack: list[tuple[list | None, list | None]] = []  # (array items | None, object pairs)
-        root: Any = None
-        while True:
-            self._skip()
-            char = self._peek()
-            if char == ord("{"):
-                self.pos += 1
-                self._skip()
-                if self._consume(ord("}")):
-                    value: Any = {}
-                else:
-                    stack.append((None, []))
-                    self._member_name(stack[-1][1])
-                    continue
-            elif char == ord("["):
-                self.pos += 1
-                self._skip()
-                if self._consume(ord("]")):
-                    value = []
-                else:
-                    stack.append(([], None))
-                    continue
-            else:
-                value = self._scalar()
-            # A value is complete: attach it to its container, closing containers as needed.
-            while True:
-                if not stack:
-                    return value
-                items, pairs = stack[-1]
-                if items is not None:
-                    items.append(value)
-                    self._skip()
-                    if self._consume(ord(",")):
-                        break
-                    if self._consume(ord("]")):
-                        stack.pop()
-                        value = items
-                        continue
-                    raise _ParseError("Missing a comma or ']' after an array element.", self.pos)
-                pairs[-1] = (pairs[-1][0], value)
-                self._skip()
-                if self._consume(ord(",")):
-                    self._skip()
-                    self._member_name(pairs)
-                    break
-                if self._consume(ord("}")):
-                    stack.pop()
-                    value = _pairs_hook(pairs)
-                    continue
-                raise _ParseError("Missing a comma or '}' after an object member.", self.pos)
-        return root  # pragma: no cover - the loop returns
-
-    def _member_name(self, pairs: list) -> None:
-        if self._peek() != ord('"'):
-            raise _ParseError("Missing a name for object member.", self.pos)
-        name = self._string()
-        self._skip()
-        if not self._consume(ord(":")):
-            raise _ParseError("Missing a colon after a name of object member.", self.pos)
-        pairs.append((name, None))
-
-    def _scalar(self) -> Any:
-        char = self._peek()
-        if char == ord('"'):
-            return self._string()
-        if char == ord("n"):
-            return self._literal(b"null", None)
-        if char == ord("t"):
-            return self._literal(b"true", True)
-        if char == ord("f"):
-            return self._literal(b"false", False)
-        return self._number()
-
-    def _literal(self, word: bytes, value: Any) -> Any:
-        self.pos += 1
-        for char in word[1:]:
-            if not self._consume(char):
-                raise _ParseError("Invalid value.", self.pos)
-        return value
-
-    def _string(self) -> str:
-        data = self.data
-        self.pos += 1  # opening quote
-        out = bytearray()
-        escapes = {
-            ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
-            ord("f"): b"\f", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t",
-        }  # fmt: skip
-        while True:
-            if self.pos >= len(data):
-                raise _ParseError("Missing a closing quotation mark in string.", self.pos)
-            char = data[self.pos]
-            if char == ord("\\"):
-                escape_offset = self.pos
-                self.pos += 1
-                code = self._peek()
-                if code in escapes:
-                    out += escapes[code]
-                    self.pos += 1
-                elif code == ord("u"):
-                    self.pos += 1
-                    unit = self._hex4(escape_offset)
-                    if 0xDC00 <= unit <= 0xDFFF:
-                        raise _ParseError("The surrogate pair in string is invalid.", escape_offset)
-                    if 0xD800 <= unit <= 0xDBFF:
-                        if not (self._consume(ord("\\")) and self._consume(ord("u"))):
-                            raise _ParseError(
-                                "The surrogate pair in string is invalid.", escape_offset
-                            )
-                        low = self._hex4(escape_offset)
-                        if not 0xDC00 <= low <= 0xDFFF:
-                            raise _ParseError(
-                                "The surrogate pair in string is invalid.", escape_offset
-                            )
-                        unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
-                    out += chr(unit).encode("utf-8", "surrogatepass")
-                else:
-                    raise _ParseError("Invalid escape character in string.", escape_offset)
-            elif char == ord('"'):
-                self.pos += 1
-                return out.decode("utf-8", "surrogateescape")
-            elif char < 0x20:
-                if char == 0:
-                    raise _ParseError("Missing a closing quotation mark in string.", self.pos)
-                raise _ParseError("Invalid encoding in string.", self.pos)
-            else:
-                out.append(char)
-                self.pos += 1
-
-    def _hex4(self, escape_offset: int) -> int:
-        digits = self.data[self.pos : self.pos + 4]
-        value = 0
-        for char in digits:
-            if chr(char) not in "0123456789abcdefABCDEF":
-                raise _ParseError("Incorrect hex digit after \\u escape in string.", escape_offset)
-            value = value * 16 + int(chr(char), 16)
-            self.pos += 1
-        if len(digits) < 4:
-            raise _ParseError("Incorrect hex digit after \\u escape in string.", escape_offset)
-        return value
-
-    def _number(self) -> Any:
-        """Reader::ParseNumber (normal precision), including NaN and Inf[inity]."""
-        data = self.data
-        start = self.pos
-        minus = self._consume(ord("-"))
-        char = self._peek()
-        digits_start = self.pos
-        if char == ord("0"):
-            self.pos += 1
-        elif ord("1") <= char <= ord("9"):
-            while ord("0") <= self._peek() <= ord("9"):
-                self.pos += 1
-        elif char in (ord("I"), ord("N")):
-            value = None
-            if self._consume(ord("N")):
-                if self._consume(ord("a")) and self._consume(ord("N")):
-                    value = math.nan
-            elif self._consume(ord("I")) and self._consume(ord("n")) and self._consume(ord("f")):
-                value = _Inf(-math.inf if minus else math.inf)
-                if self._peek() == ord("i") and not all(self._consume(ord(c)) for c in "inity"):
-                    raise _ParseError("Invalid value.", self.pos)
-            if value is None:
-                raise _ParseError("Invalid value.", self.pos)
-            return value
-        else:
-            raise _ParseError("Invalid value.", self.pos)
-        integer_digits = data[digits_start : self.pos]
-        fraction = b""
-        is_double = False
-        if self._consume(ord(".")):
-            fraction_start = self.pos
-            if not ord("0") <= self._peek() <= ord("9"):
-                raise _ParseError("Miss fraction part in number.", self.pos)
-            while ord("0") <= self._peek() <= ord("9"):
-                self.pos += 1
-            fraction = data[fraction_start : self.pos]
-            is_double = True
-        exponent = 0
-        if self._consume(ord("e")) or self._consume(ord("E")):
-            is_double = True
-            exp_minus = False
-            if self._consume(ord("+")):
-                pass
-            elif self._consume(ord("-")):
-                exp_minus = True
-            if not ord("0") <= self._peek() <= ord("9"):
-                raise _ParseError("Miss exponent in number.", self.pos)
-            exp_start = self.pos
-            while ord("0") <= self._peek() <= ord("9"):
-                self.pos += 1
-            exponent = int(data[exp_start : self.pos])
-            if not exp_minus and exponent > 308 + len(fraction):
-                raise _ParseError("Number too big to be stored in double.", start)
-            if exp_minus:
-                exponent = -exponent
-        integer = int(integer_digits)
-        if not is_double:
-            if (minus and integer <= 2**63) or (not minus and integer <= UINT64_MAX):
-                return -integer if minus else integer
-            value = _big_integer_to_double(integer_digits, minus)
-        else:
-            value = _strtod_normal_precision(integer_digits + fraction, exponent - len(fraction))
-        if value > 1.7976931348623157e308:
-            raise _ParseError("Number too big to be stored in double.", start)
-        return -value if minus else value
-
-
-_POW10 = [float(f"1e{n}") for n in range(309)]
-
-
-def _big_integer_to_double(digits: bytes, minus: bool) -> float:
-    """An integer beyond (u)int64, as ParseNumber reads it: exact while it fits in 64 bits,
-    then every further digit accumulated in a double."""
-    limit, last = (0x0CCCCCCCCCCCCCCC, 8) if minus else (0x1999999999999999, 5)
-    accumulated = 0
-    index = 0
-    while index < len(digits):
-        digit = digits[index] - 48
-        if accumulated >= limit and (accumulated != limit or digit > last):
-            break
-        accumulated = accumulated * 10 + digit
-        index += 1
-    value = float(accumulated)
-    for char in digits[index:]:
-        value = value * 10.0 + (char - 48)
-    return value
-
-
-def _strtod_normal_precision(digits: bytes, exponent: int) -> float:
-    """rapidjson without kParseFullPrecisionFlag: up to 17 significant digits accumulated in
-    a double, then one multiplication or division by a power of ten."""
-    significand = 0.0
-    significant = 0
-    dropped = 0
-    for char in digits:
-        if significant < 17:
-            significand = significand * 10.0 + (char - 48)
-            if significand > 0:
-                significant += 1
-        else:
-            dropped += 1
-    power = exponent + dropped
-    if power < -308:
-        significand = _fast_path(significand, -308)
-        return _fast_path(significand, power + 308)
-    return _fast_path(significand, power)
-
-
-def _fast_path(significand: float, power: int) -> float:
-    if power < -308:
-        return 0.0
-    if power >= 0:
-        return significand * _POW10[power] if power <= 308 else math.inf
-    return significand / _POW10[-power]
-
-
-# -------------------------------------------------------------------------------------
-# rapidjson values: types, debug strings, the PrettyWriter
-# -------------------------------------------------------------------------------------
-
-
-def json_type_string(value: Any) -> str:
-    """json_tensor.cc JsonTypeString."""
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int
-
-
-def _members(value: dict) -> list[tuple[str, Any]]:
-    return value.members if isinstance(value, JsonObject) else list(value.items())
-
-
-def shortest_double(value: float) -> str:
-    """rapidjson Writer::Double: shortest round-trip digits, laid out by its Prettify."""
-    if value == 0:
-        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-    sign = "-" if value < 0 else ""
-    digits_tuple, exponent = decimal.Decimal(repr(abs(value))).normalize().as_tuple()[1:]
-    digits = "".join(map(str, digits_tuple))
-    length = len(digits)
-    kk = length + exponent  # 10^(kk-1) <= value < 10^kk
-    if exponent >= 0 and kk <= 21:
-        text = digits + "0" * exponent + ".0"
-    elif 0 < kk <= 21:
-        text = digits[:kk] + "." + digits[kk:]
-    elif -6 < kk <= 0:
-        text = "0." + "0" * -kk + digits
-    elif length == 1:
-        text = digits + "e" + str(kk - 1)
-    else:
-        text = digits[0] + "." + digits[1:] + "e" + str(kk - 1)
-    return sign + text
 
 
 def write_decimal(value: float, is_float32: bool) -> str:
@@ -478,132 +70,6 @@ def write_decimal(value: float, is_float32: bool) -> str:
     return text
 
 
-_ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)}
-_ESCAPES.update({0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"})
-_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
-
-
-def json_string(text: str) -> str:
-    """rapidjson Writer::String: quotes, and escapes only '"', '\\' and control characters."""
-    return '"' + text.translate(_ESCAPES) + '"'
-
-
-class PrettyWriter:
-    """rapidjson's PrettyWriter (4-space indent), including kFormatSingleLineArray, so the
-    bytes written are tensorflow_model_server's."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-        self.limit = limit  # JsonWriterWithLimit: refuse tokens once this many bytes are out
-        self.single_line = False
-        self._stack: list[list] = []  # [in_array, value_count]
-        self.stopped = False
-
-    def _put(self, text: str) -> None:
-        self.parts.append(text)
-        self.size += len(text.encode("utf-8", "surrogateescape"))
-
-    def _in_limit(self) -> bool:
-        if self.stopped or (self.limit is not None and self.size >= self.limit):
-            self.stopped = True
-            return False
-        return True
-
-    def _prefix(self) -> None:
-        if not self._stack:
-            return
-        level = self._stack[-1]
-        in_array, count = level
-        if in_array:
-            if count > 0:
-                self._put(", " if self.single_line else ",")
-            if not self.single_line:
-                self._put("\n" + "    " * len(self._stack))
-        else:
-            if count > 0:
-                self._put(",\n" if count % 2 == 0 else ": ")
-            else:
-                self._put("\n")
-            if count % 2 == 0:
-                self._put("    " * len(self._stack))
-        level[1] = count + 1
-
-    def raw(self, text: str) -> bool:
-        """A scalar token already formatted (numbers, literals, quoted strings)."""
-        if not self._in_limit():
-            return False
-        self._prefix()
-        self._put(text)
-        return True
-
-    def double(self, value: float) -> bool:
-        """Writer::Double: refuses NaN and infinities (after writing its prefix)."""
-        if not self._in_limit():
-            return False
-        self._prefix()
-        if math.isnan(value) or math.isinf(value):
-            self.stopped = True
-            return False
-        self._put(shortest_double(value))
-        return True
-
-    def start(self, is_array: bool) -> bool:
-        if not self._in_limit():
-            return False
-        self._prefix()
-        self._stack.append([is_array, 0])
-        self._put("[" if is_array else "{")
-        return True
-
-    def end(self, is_array: bool) -> bool:
-        if not self._in_limit():
-            return False
-        _in_array, count = self._stack.pop()
-        if count and (not is_array or not self.single_line):
-            self._put("\n" + "    " * len(self._stack))
-        self._put("]" if is_array else "}")
-        return True
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def _write_value(writer: PrettyWriter, value: Any) -> bool:
-    """rapidjson Value::Accept into `writer` (stops where the writer refuses)."""
-    if value is None:
-        return writer.raw("null")
-    if value is True or value is False:
-        return writer.raw("true" if value else "false")
-    if isinstance(value, str):
-        return writer.raw(json_string(value))
-    if isinstance(value, float):
-        return writer.double(value)
-    if isinstance(value, int):
-        return writer.raw(str(value))
-    if isinstance(value, list):
-        if not writer.start(True):
-            return False
-        for item in value:
-            if not _write_value(writer, item):
-                return False
-        return writer.end(True)
-    if not writer.start(False):
-        return False
-    for key, item in _members(value):
-        if not writer.raw(json_string(key)) or not _write_value(writer, item):
-            return False
-    return writer.end(False)
-
-
-def debug_string(value: Any) -> str:
-    """JsonValueToDebugString: single-line arrays, cut after 256 bytes."""
-    writer = PrettyWriter(limit=MAX_DEBUG_STRING_BYTES)
-    writer.single_line = True
-    _write_value(writer, value)
-    return writer.text()
-
-
 # -------------------------------------------------------------------------------------
 # Request -> tensors (FillPredictRequestFromJson)
 # -------------------------------------------------------------------------------------
@@ -623,24 +89,43 @@ def _type_error(value: Any, dtype: int) -> InvalidArgumentError:
 def _is_b64_object(value: Any) -> bool:
     return (
         isinstance(value, dict)
-        and len(_members(value)) == 1
+        and len(members(value)) == 1
         and isinstance(value.get(BASE64_KEY), str)
     )
 
 
+_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_ASCII_SPACE = frozenset(b" \t\n\v\f\r")
+
+
 def _b64decode(text: str) -> bytes:
-    """absl::Base64Unescape: standard alphabet; padding optional, but all or nothing."""
+    """absl::Base64Unescape: whitespace skipped, '=' or '.' as padding, and the padding
+    either absent or exactly what the length calls for."""
     data = text.encode("utf-8", "surrogateescape")
-    stripped = data.rstrip(b"=")
-    padding = len(data) - len(stripped)
-    if padding and (len(data) % 4 or padding > 2):
+    symbols = bytearray()
+    index = 0
+    while index < len(data):
+        char = data[index]
+        if char in _BASE64_ALPHABET:
+            symbols.append(char)
+        elif char in (ord("="), ord(".")) or char == 0:
+            break
+        elif char not in _ASCII_SPACE:
+            raise InvalidArgumentError("Unable to base64 decode")
+        index += 1
+    padding = 0
+    for char in data[index:]:
+        if char == 0:
+            break
+        if char in (ord("="), ord(".")):
+            padding += 1
+        elif char not in _ASCII_SPACE:
+            raise InvalidArgumentError("Unable to base64 decode")
+    leftover = len(symbols) % 4
+    expected = {0: 0, 2: 2, 3: 1}.get(leftover)
+    if expected is None or padding not in (0, expected):
         raise InvalidArgumentError("Unable to base64 decode")
-    if len(stripped) % 4 == 1:
-        raise InvalidArgumentError("Unable to base64 decode")
-    try:
-        return base64.b64decode(stripped + b"=" * (-len(stripped) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidArgumentError("Unable to base64 decode") from None
+    return base64.b64decode(bytes(symbols) + b"=" * ((4 - leftover) % 4))
 
 
 def _decode_b64_object(value: Any) -> bytes:
@@ -683,7 +168,7 @@ def _add_value(value: Any, dtype: int, out: list) -> None:
         raise UnimplementedError(
             f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_name(dtype)}"
         )
-    if not (_is_int(value) and bounds[0] <= value <= bounds[1]):
+    if not (type(value) is int and bounds[0] <= value <= bounds[1]):
         raise _type_error(value, dtype)
     out.append(value)
 
@@ -788,11 +273,12 @@ def _has_special_tokens(value: Any) -> bool:
     return False
 
 
-def tensor_from_json(value: Any, dtype: int) -> np.ndarray:
+def tensor_from_json(value: Any, dtype: int, fast: bool = True) -> np.ndarray:
     """One tensor from its JSON value (the "inputs" form): shape from the first elements,
     every element checked for its level and type."""
     if (
-        dtype not in (types_pb2.DT_STRING, types_pb2.DT_BOOL, types_pb2.DT_HALF)
+        fast
+        and dtype not in (types_pb2.DT_STRING, types_pb2.DT_BOOL, types_pb2.DT_HALF)
         and isinstance(value, list)
         and not _has_special_tokens(value)
     ):
@@ -817,7 +303,7 @@ def _shape_text(shape: list[int]) -> str:
 
 
 def tensors_from_instances(
-    instances: list, input_infos: Mapping[str, Any]
+    instances: list, input_infos: Mapping[str, Any], fast: bool = True
 ) -> dict[str, np.ndarray]:
     """FillTensorMapFromInstancesList: each instance adds one row to every input."""
     names = sorted(input_infos)
@@ -849,7 +335,7 @@ def tensors_from_instances(
                     f"Expecting object but got list at item {index} of input list"
                 )
             keys = set()
-            for key, item in _members(element):
+            for key, item in members(element):
                 keys.add(key)
                 try:
                     _add_instance_item(item, key, input_infos, columns, sizes, shapes)
@@ -917,9 +403,11 @@ def parse_predict_body(body: bytes) -> dict:
 
 
 def json_request_inputs(
-    document: dict, input_infos: Mapping[str, Any], signature_name: str = ""
+    document: dict, input_infos: Mapping[str, Any], signature_name: str = "", fast: bool = True
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """FillPredictRequestFromJson after the signature is known: (inputs, row_format)."""
+    """FillPredictRequestFromJson after the signature is known: (inputs, row_format).
+
+    `fast=False` skips the numpy path (tests check that both paths agree)."""
     if not input_infos:
         raise InvalidArgumentError(
             f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
@@ -936,7 +424,7 @@ def json_request_inputs(
             raise _format_error(document, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(document, "No values in 'instances' array")
-        return tensors_from_instances(instances, input_infos), True
+        return tensors_from_instances(instances, input_infos, fast), True
     if has_inputs:
         value = document["inputs"]
         names = sorted(input_infos)
@@ -946,12 +434,12 @@ def json_request_inputs(
                     "inputs is a plain value/list, but expecting an object as multiple input "
                     "tensors required as per tensorinfo_map"
                 )
-            return {names[0]: tensor_from_json(value, input_infos[names[0]].dtype)}, False
+            return {names[0]: tensor_from_json(value, input_infos[names[0]].dtype, fast)}, False
         inputs = {}
         for name in names:
             if name not in value:
                 raise InvalidArgumentError(f"Missing named input: {name} in 'inputs' object.")
-            inputs[name] = tensor_from_json(value[name], input_infos[name].dtype)
+            inputs[name] = tensor_from_json(value[name], input_infos[name].dtype, fast)
         return inputs, False
     raise InvalidArgumentError("Missing 'inputs' or 'instances' key")
 
@@ -997,7 +485,8 @@ def _write_tensor(writer: PrettyWriter, array: np.ndarray, alias: str, start_dim
     """AddTensorValues from `start_dim` (1 for one row of a batch, 0 for a whole tensor)."""
     kind = _kind(array)
     as_bytes = kind == "s" and alias.endswith(BYTES_SUFFIX)
-    values = array if row is None else array[row]
+    # Python scalars, fast to walk (a slice keeps an object array's row an array).
+    values = array.tolist() if row is None else array[row : row + 1].tolist()[0]
 
     def write(item: Any, depth: int) -> None:
         if depth == array.ndim:
@@ -1132,7 +621,7 @@ def _example_from_json(value: Any) -> bytes:
             f"Example must be JSON object but got JSON {json_type_string(value)}"
         )
     example = example_pb2.Example()
-    for name, content in _members(value):
+    for name, content in members(value):
         feature = feature_pb2.Feature()
         for item in content if isinstance(content, list) else [content]:
             _add_feature_value(item, name, feature)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -30,11 +31,14 @@ from serving.errors import (
     InvalidArgumentError,
     ServingError,
     UnavailableError,
+    UnknownError,
     http_status,
 )
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import tfs_json
 from serving.protocol.messages import build_status_response, signature_def_map
+
+log = logging.getLogger(__name__)
 
 REST = "REST"
 INT64_MAX = 2**63 - 1
@@ -60,8 +64,25 @@ Send = Callable[[dict], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict]]
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to answer."""
+
+
 class BodyTooLargeError(ServingError):
     """The REST body is over --rest_api_max_body_bytes (an embedded-server extension): 413."""
+
+
+class UnparsedPathError(InvalidArgumentError):
+    """ParseModelInfo refused the path (a version beyond int64): HTTP 400 with an empty
+    body, because http_rest_api_handler.cc returns before writing the error JSON."""
+
+
+# libevent's evhttp_send_error page, which TF Serving's HTTP server sends for paths outside
+# /v1/ (no handler claims them).
+NOT_FOUND_PAGE = (
+    b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+    b"</BODY></HTML>\n"
+)
 
 
 def error_json(message: str) -> bytes:
@@ -121,13 +142,19 @@ class TfsRestApp:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        path = scope["path"]
+        # evhttp's uri_path() is the path as sent: %2F stays %2F until the name is decoded.
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope["path"]
         if self._metrics_path and path == self._metrics_path:
-            await _reply(send, 200, [(b"content-type", METRICS_CONTENT_TYPE.encode())],
-                         self._plane.metrics.render().encode())  # fmt: skip
+            await _reply(
+                send,
+                200,
+                [(b"content-type", METRICS_CONTENT_TYPE.encode())],
+                self._plane.metrics.render().encode(),
+            )
             return
         if not _V1.fullmatch(path):
-            await _reply(send, 404, [], b"")
+            await _reply(send, 404, [(b"content-type", b"text/html")], NOT_FOUND_PAGE)
             return
         headers = list(_CORS_HEADERS) if self._cors else []
         try:
@@ -141,10 +168,19 @@ class TfsRestApp:
                 await _reply(send, 200, headers, b"")
                 return
             output = await self._dispatch(method, path, body)
-        except ServingError as error:
+        except _ClientGone:
+            return
+        except Exception as unexpected:  # a bug must still answer, as TF Serving's UNKNOWN
+            if isinstance(unexpected, ServingError):
+                error = unexpected
+            else:
+                log.exception("REST %s %s failed", method, path)
+                error = UnknownError(f"{type(unexpected).__name__}: {unexpected}")
             status = 413 if isinstance(error, BodyTooLargeError) else http_status(error.code)
-            if method == "OPTIONS" and not isinstance(error, BodyTooLargeError):
-                await _reply(send, status, headers, b"")
+            if isinstance(error, UnparsedPathError) or (
+                method == "OPTIONS" and not isinstance(error, BodyTooLargeError)
+            ):
+                await _reply(send, status, [*_JSON_HEADERS, *headers], b"")
                 return
             await _reply(send, status, [*_JSON_HEADERS, *headers], error_json(error.message))
             return
@@ -160,7 +196,7 @@ class TfsRestApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError
+                raise _ClientGone
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
@@ -265,7 +301,7 @@ def _model_spec(match: re.Match) -> ModelSpec:
     if version_text:
         version = int(version_text)
         if version > INT64_MAX:
-            raise InvalidArgumentError(f"Failed to convert version: {version_text} to numeric.")
+            raise UnparsedPathError(f"Failed to convert version: {version_text} to numeric.")
     return ModelSpec(
         urllib.parse.unquote(name) if name else "",
         version,

@@ -62,6 +62,8 @@ class PredictRequest:
     inputs: Mapping[str, np.ndarray]
     output_filter: Sequence[str] = ()
     protocol: str = "GRPC"
+    # The adapter records TF Serving's request count and latency itself (REST does).
+    adapter_counts: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -71,6 +73,7 @@ class ExamplesRequest:
     model: ModelSpec
     examples: Sequence[bytes]
     protocol: str = "GRPC"
+    adapter_counts: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -190,6 +193,7 @@ class DataPlane:
                 "Predict",
                 request.protocol,
                 (time.perf_counter() - started) * 1e6,
+                count=not request.adapter_counts,
             )
 
     def _acquire(self, spec: ModelSpec) -> Servable:
@@ -389,6 +393,7 @@ class DataPlane:
                 api,
                 request.protocol,
                 (time.perf_counter() - started) * 1e6,
+                count=not request.adapter_counts,
             )
 
     # -- metadata and status -------------------------------------------------------------

@@ -282,17 +282,40 @@ class ServingMetrics:
             metric.lock = self.lock
 
     def record_request(
-        self, model_name: str, version: str, status: str, api: str, entrypoint: str, micros: float
+        self,
+        model_name: str,
+        version: str,
+        status: str,
+        api: str,
+        entrypoint: str,
+        micros: float,
+        *,
+        count: bool = True,
     ) -> None:
         """One finished request (`api`: Predict, Classify, Regress): in-flight down, counts
-        up, latency if OK, all under one lock."""
+        up, latency if OK, all under one lock. `count=False` leaves TF Serving's request
+        count and latency to the adapter (TF Serving's REST server records them itself)."""
         with self.lock:
             self.inflight_requests.add_locked((model_name,), -1)
-            self.request_count.add_locked((model_name, status), 1)
             if version:
                 self.request_version_count.add_locked((model_name, version, status), 1)
-            if status == "OK":  # TF Serving times successful requests only
-                self.request_latency.observe_locked((model_name, api, entrypoint), micros)
+            if count:
+                self.record_locked(model_name, status, api, entrypoint, micros)
+
+    def record_locked(
+        self, model_name: str, status: str, api: str, entrypoint: str, micros: float
+    ) -> None:
+        """TF Serving's RecordModelRequestCount and, if OK, RecordRequestLatency."""
+        self.request_count.add_locked((model_name, status), 1)
+        if status == "OK":  # TF Serving times successful requests only
+            self.request_latency.observe_locked((model_name, api, entrypoint), micros)
+
+    def record_rest_request(self, model_name: str, status: str, method: str, micros: float) -> None:
+        """http_server.cc: every /v1 request is counted under the model its path names (""
+        when it names none) and timed, when OK, with the path's verb as the API label
+        ("predict", "classify", "regress"; "" for status and metadata)."""
+        with self.lock:
+            self.record_locked(model_name, status, method, "REST", micros)
 
     def render(self) -> str:
         """The Prometheus text exposition (format 0.0.4) of every metric with samples."""

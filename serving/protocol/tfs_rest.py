@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 
@@ -156,6 +157,21 @@ class TfsRestApp:
         if not _V1.fullmatch(path):
             await _reply(send, 404, [(b"content-type", b"text/html")], NOT_FOUND_PAGE)
             return
+        started = time.perf_counter()
+        status, code, headers, body = await self._serve_v1(scope, receive, method, path)
+        if status is None:
+            return  # the client went away
+        await _reply(send, status, headers, body)
+        model_name, verb = _path_labels(method, path)
+        self._plane.metrics.record_rest_request(
+            model_name, code, verb, (time.perf_counter() - started) * 1e6
+        )
+
+    async def _serve_v1(
+        self, scope: dict, receive: Receive, method: str, path: str
+    ) -> tuple[int | None, str, list, bytes]:
+        """(HTTP status, status code name, headers, body) of a /v1 request; the HTTP status
+        is None when the client left."""
         headers = list(_CORS_HEADERS) if self._cors else []
         try:
             body = await self._read_body(scope, receive)
@@ -165,26 +181,24 @@ class TfsRestApp:
                 origin = _header(scope, b"origin")
                 if not _ORIGIN.search(origin):
                     raise FailedPreconditionError("Origin header is missing in CORS preflight")
-                await _reply(send, 200, headers, b"")
-                return
+                return 200, "OK", headers, b""
             output = await self._dispatch(method, path, body)
         except _ClientGone:
-            return
+            return None, "", [], b""
         except Exception as unexpected:  # a bug must still answer, as TF Serving's UNKNOWN
             if isinstance(unexpected, ServingError):
                 error = unexpected
             else:
                 log.exception("REST %s %s failed", method, path)
                 error = UnknownError(f"{type(unexpected).__name__}: {unexpected}")
+            code = error.code.name
             status = 413 if isinstance(error, BodyTooLargeError) else http_status(error.code)
             if isinstance(error, UnparsedPathError) or (
                 method == "OPTIONS" and not isinstance(error, BodyTooLargeError)
             ):
-                await _reply(send, status, [*_JSON_HEADERS, *headers], b"")
-                return
-            await _reply(send, status, [*_JSON_HEADERS, *headers], error_json(error.message))
-            return
-        await _reply(send, 200, [*_JSON_HEADERS, *headers], output)
+                return status, code, [*_JSON_HEADERS, *headers], b""
+            return status, code, [*_JSON_HEADERS, *headers], error_json(error.message)
+        return 200, "OK", [*_JSON_HEADERS, *headers], output
 
     async def _read_body(self, scope: dict, receive: Receive) -> bytes:
         limit = self._max_body
@@ -262,7 +276,9 @@ class TfsRestApp:
             cost=len(body),
         )
         plane.check_decoded_bytes(sum(array.nbytes for array in inputs.values()))
-        result = await self._with_deadline(plane.predict(PredictRequest(spec, inputs, (), REST)))
+        result = await self._with_deadline(
+            plane.predict(PredictRequest(spec, inputs, (), REST, adapter_counts=True))
+        )
         text = await plane.offload(
             tfs_json.outputs_to_json,
             result.outputs,
@@ -277,7 +293,7 @@ class TfsRestApp:
         )
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
         result = await self._with_deadline(
-            self._plane.classify(ExamplesRequest(spec, examples, REST))
+            self._plane.classify(ExamplesRequest(spec, examples, REST, adapter_counts=True))
         )
         return tfs_json.classification_json(result.classifications).encode(
             "utf-8", "surrogateescape"
@@ -289,9 +305,24 @@ class TfsRestApp:
         )
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
         result = await self._with_deadline(
-            self._plane.regress(ExamplesRequest(spec, examples, REST))
+            self._plane.regress(ExamplesRequest(spec, examples, REST, adapter_counts=True))
         )
         return tfs_json.regression_json(result.values).encode()
+
+
+def _path_labels(method: str, path: str) -> tuple[str, str]:
+    """(model name, verb) as http_server.cc records a REST request: the name its path
+    names ("" if none) and, for POST, the verb after the colon."""
+    match = (
+        _PREDICT_PATH.fullmatch(path)
+        if method == "POST"
+        else _STATUS_PATH.fullmatch(path)
+        if method == "GET"
+        else None
+    )
+    if match is None or not match.group(1):
+        return "", ""
+    return urllib.parse.unquote(match.group(1)), match.group(4) if method == "POST" else ""
 
 
 def _model_spec(match: re.Match) -> ModelSpec:

@@ -491,13 +491,14 @@ def test_prometheus_metrics_use_tf_serving_names(backend, mnist_test_images):
         )
         >= 1
     )
-    for entrypoint in ("GRPC", "REST"):
+    # gRPC times under the RPC's name, REST under the path's verb (http_server.cc).
+    for api, entrypoint in (("Predict", "GRPC"), ("predict", "REST")):
         assert (
             metric_value(
                 text,
                 ":tensorflow:serving:request_latency_count",
                 model_name="mnist",
-                API="Predict",
+                API=api,
                 entrypoint=entrypoint,
             )
             >= 1

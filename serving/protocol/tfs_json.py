@@ -260,27 +260,20 @@ def _fast_array(value: Any, dtype: int) -> np.ndarray | None:
     return None
 
 
-def _has_special_tokens(value: Any) -> bool:
-    """Booleans and nulls read as numbers by numpy: only the exact path may see them."""
-    # Cheap for the usual nested lists of numbers: look at the leaves of the first row.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-        elif item is None or isinstance(item, bool):
-            return True
-    return False
+def literals_absent(body: bytes) -> bool:
+    """True when the body holds no `true`, `false` or `null`: numpy would read booleans
+    as numbers and nulls as objects, so only then may the numeric fast path run. (Checked
+    on the bytes, in C, rather than by walking every value in Python.)"""
+    return b"true" not in body and b"false" not in body and b"null" not in body
 
 
-def tensor_from_json(value: Any, dtype: int, fast: bool = True) -> np.ndarray:
+def tensor_from_json(value: Any, dtype: int, fast: bool = False) -> np.ndarray:
     """One tensor from its JSON value (the "inputs" form): shape from the first elements,
     every element checked for its level and type."""
     if (
         fast
         and dtype not in (types_pb2.DT_STRING, types_pb2.DT_BOOL, types_pb2.DT_HALF)
         and isinstance(value, list)
-        and not _has_special_tokens(value)
     ):
         array = _fast_array(value, dtype)
         if array is not None and list(array.shape) == _dense_shape(value):
@@ -303,7 +296,7 @@ def _shape_text(shape: list[int]) -> str:
 
 
 def tensors_from_instances(
-    instances: list, input_infos: Mapping[str, Any], fast: bool = True
+    instances: list, input_infos: Mapping[str, Any], fast: bool = False
 ) -> dict[str, np.ndarray]:
     """FillTensorMapFromInstancesList: each instance adds one row to every input."""
     names = sorted(input_infos)
@@ -316,11 +309,7 @@ def tensors_from_instances(
     named = isinstance(first, dict) and not _is_b64_object(first)
     if not named:
         dtype = input_infos[names[0]].dtype
-        if dtype not in (
-            types_pb2.DT_STRING,
-            types_pb2.DT_BOOL,
-            types_pb2.DT_HALF,
-        ) and not _has_special_tokens(instances):
+        if fast and dtype not in (types_pb2.DT_STRING, types_pb2.DT_BOOL, types_pb2.DT_HALF):
             array = _fast_array(instances, dtype)
             if array is not None and array.ndim >= 1 and array.shape[0] == len(instances):
                 return {names[0]: array}
@@ -403,11 +392,12 @@ def parse_predict_body(body: bytes) -> dict:
 
 
 def json_request_inputs(
-    document: dict, input_infos: Mapping[str, Any], signature_name: str = "", fast: bool = True
+    document: dict, input_infos: Mapping[str, Any], signature_name: str = "", fast: bool = False
 ) -> tuple[dict[str, np.ndarray], bool]:
     """FillPredictRequestFromJson after the signature is known: (inputs, row_format).
 
-    `fast=False` skips the numpy path (tests check that both paths agree)."""
+    `fast` allows the numpy path; pass `literals_absent(body)` (tests pass False to check
+    that both paths agree)."""
     if not input_infos:
         raise InvalidArgumentError(
             f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
@@ -507,15 +497,122 @@ def _write_tensor(writer: PrettyWriter, array: np.ndarray, alias: str, start_dim
     write(values, start_dim)
 
 
-def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> str:
+def _check_batch(outputs: dict[str, np.ndarray], names: list[str]) -> None:
+    """MakeRowFormatJsonFromTensors' checks: every output has a batch dimension, the same."""
+    batch = -1
+    for name in names:
+        array = outputs[name]
+        if array.ndim == 0:
+            raise InvalidArgumentError(f"Tensor name: {name} has no shape information ")
+        if batch >= 0 and batch != array.shape[0]:
+            raise InvalidArgumentError(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = array.shape[0]
+
+
+def _decimal_tokens(flat: np.ndarray, is_float32: bool) -> list[str]:
+    """WriteDecimal over a whole array: %g for all values at once, the round-trip test
+    vectorised, and the few values that fail it (or are not finite) redone one by one."""
+    values = flat.astype(np.float64).tolist()
+    texts = [f"{value:g}" for value in values]
+    parsed = np.array(texts, dtype=np.float64)
+    exact = (parsed.astype(np.float32) if is_float32 else parsed) == flat
+    exact &= np.isfinite(flat)
+    if not exact.all():
+        # Nine (or seventeen) digits where six do not round-trip: most softmax outputs.
+        digits = "{:.9g}" if is_float32 else "{:.17g}"
+        finite = np.isfinite(flat).tolist()
+        for index in np.flatnonzero(~exact).tolist():
+            value = values[index]
+            texts[index] = digits.format(value) if finite[index] else write_decimal(value, True)
+    return [
+        text if "." in text or "e" in text or text[-1] in "Ny" else text + ".0" for text in texts
+    ]
+
+
+def _nested_tokens(array: np.ndarray) -> Any:
+    """The array as nested lists of JSON tokens (a bare token for a scalar)."""
+    kind = _kind(array)
+    if array.size == 0:
+        return array.tolist()  # nested empty lists: no value to write
+    flat = array.ravel()
+    if kind == "f32" or kind == "f64":
+        tokens = _decimal_tokens(flat, kind == "f32")
+    elif kind == "b":
+        tokens = ["true" if value else "false" for value in flat.tolist()]
+    else:
+        tokens = [str(value) for value in flat.tolist()]
+    for size in reversed(array.shape[1:]):
+        tokens = [tokens[i : i + size] for i in range(0, len(tokens), size)]
+    return tokens[0] if array.ndim == 0 else tokens
+
+
+def _single_line(value: Any) -> str:
+    """A value as PrettyWriter writes it under kFormatSingleLineArray."""
+    if not isinstance(value, list):
+        return value
+    return "[" + ", ".join(_single_line(item) for item in value) + "]"
+
+
+def _pretty(value: Any, level: int) -> str:
+    """A value as PrettyWriter writes it in its default format, `level` deep."""
+    if not isinstance(value, list):
+        return value
+    if not value:
+        return "[]"
+    indent = "\n" + "    " * level
+    body = ",".join(indent + _pretty(item, level + 1) for item in value)
+    return "[" + body + "\n" + "    " * (level - 1) + "]"
+
+
+def _fast_outputs_json(outputs: dict[str, np.ndarray], names: list[str], row_format: bool):
+    """MakeJsonFromTensors' text built directly, for numeric and boolean outputs (a test
+    checks it against the PrettyWriter path); None when an output holds strings."""
+    if any(outputs[name].dtype.kind in "OSU" for name in names):
+        return None
+    tokens = {name: _nested_tokens(outputs[name]) for name in names}
+    objects = len(names) > 1
+    if not row_format:
+        if not objects:
+            return '{\n    "outputs": ' + _pretty(tokens[names[0]], 2) + "\n}"
+        members = ",".join(
+            "\n        " + json_string(name) + ": " + _pretty(tokens[name], 3) for name in names
+        )
+        return '{\n    "outputs": {' + members + "\n    }\n}"
+    batch = outputs[names[0]].shape[0]
+    if objects:
+        rows = ",".join(
+            "\n        {"
+            + ",".join(
+                "\n            " + json_string(name) + ": " + _single_line(tokens[name][i])
+                for name in names
+            )
+            + "\n        }"
+            for i in range(batch)
+        )
+    else:
+        rows = ", ".join(_single_line(row) for row in tokens[names[0]])
+    return '{\n    "predictions": [' + rows + ("\n    ]" if batch else "]") + "\n}"
+
+
+def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool, fast: bool = True) -> str:
     """MakeJsonFromTensors: the response body, as tensorflow_model_server writes it.
 
     Outputs are written in alias order (TF Serving follows its protobuf map's order, which
-    is not specified; sorted is the stable choice).
+    is not specified; sorted is the stable choice). `fast=False` takes the token-by-token
+    PrettyWriter path for every output (tests compare the two).
     """
     if not outputs:
         raise InvalidArgumentError("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
+    if row_format:
+        _check_batch(outputs, names)
+    if fast:
+        text = _fast_outputs_json(outputs, names, row_format)
+        if text is not None:
+            return text
     writer = PrettyWriter()
     objects = len(names) > 1
     if not row_format:
@@ -531,17 +628,7 @@ def outputs_to_json(outputs: dict[str, np.ndarray], row_format: bool) -> str:
             writer.end(False)
         writer.end(False)
         return writer.text()
-    batch = -1
-    for name in names:
-        array = outputs[name]
-        if array.ndim == 0:
-            raise InvalidArgumentError(f"Tensor name: {name} has no shape information ")
-        if batch >= 0 and batch != array.shape[0]:
-            raise InvalidArgumentError(
-                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                f"expecting: {batch}"
-            )
-        batch = array.shape[0]
+    batch = outputs[names[0]].shape[0]
     writer.start(False)
     writer.raw('"predictions"')
     writer.start(True)

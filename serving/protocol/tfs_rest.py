@@ -273,6 +273,7 @@ class TfsRestApp:
             document,
             signature.definition.inputs,
             signature_name,
+            tfs_json.literals_absent(body),
             cost=len(body),
         )
         plane.check_decoded_bytes(sum(array.nbytes for array in inputs.values()))

@@ -53,6 +53,24 @@ def test_the_fast_path_and_the_port_read_documents_alike():
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [1], "instances": [2]}',
+        b'{"inputs": {"x": [1], "x": [2]}, "signature_name": "s"}',
+        b'{"instances": [{"x": 1, "x": 2}]}',
+        b'{"inputs": [{"b64": "aA==", "b64": "aQ=="}]}',
+        b'{"context": {"f": [1], "f": [2]}, "examples": []}',
+        b'{"signature_name": "a", "signature_name": 1, "instances": [1]}',
+        b'[{"a": 1, "a": 2}]',
+    ],
+)
+def test_duplicate_keys_read_as_rapidjson_reads_them_on_every_path(body):
+    fast, exact = rapidjson.parse(body), rapidjson.parse(body, fast=False)
+    assert _same(fast, exact)
+    assert rapidjson.debug_string(fast) == rapidjson.debug_string(exact)
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         (b"", "JSON Parse error: The document is empty"),

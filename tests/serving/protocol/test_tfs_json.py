@@ -23,7 +23,8 @@ NUMERIC = [
     types_pb2.DT_UINT64,
 ]  # fmt: skip
 EDGES = [0, 1, -1, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 - 1, 2**32, 2**63 - 1,
-         2**63, 2**64 - 1, 300, -300, 0.5, -1.0, 1e30, 3.4e38, 1e-45]  # fmt: skip
+         2**63, 2**64 - 1, 300, -300, 0.5, -1.0, 1e30, 3.4e38, 1e-45,
+         True, False, None]  # fmt: skip
 
 
 def _info(dtype: int) -> meta_graph_pb2.TensorInfo:
@@ -60,14 +61,16 @@ def test_the_fast_path_decides_as_the_exact_port(dtype):
         for key in ("inputs", "instances"):
             if key == "instances" and not isinstance(value, list):
                 continue
-            document = rapidjson.parse(json.dumps({key: value}).encode())
-            assert _decode(document, infos, True) == _decode(document, infos, False), value
+            body = json.dumps({key: value}).encode()
+            document = rapidjson.parse(body)
+            fast = tfs_json.literals_absent(body)
+            assert _decode(document, infos, fast) == _decode(document, infos, False), value
 
 
 def _tensor(document: str, dtype: int):
-    inputs, _ = tfs_json.json_request_inputs(
-        rapidjson.parse(document.encode()), {"x": _info(dtype)}
-    )
+    body = document.encode()
+    fast = tfs_json.literals_absent(body)
+    inputs, _ = tfs_json.json_request_inputs(rapidjson.parse(body), {"x": _info(dtype)}, fast=fast)
     return inputs["x"]
 
 
@@ -116,3 +119,35 @@ def test_several_outputs_are_one_object_per_row_and_bytes_aliases_are_b64():
     assert json.loads(tfs_json.outputs_to_json({"s": np.array(2.5, np.float32)}, False)) == {
         "outputs": 2.5
     }
+
+
+def _random_output(rng: np.random.Generator, batch: int) -> np.ndarray:
+    shape = (batch, *rng.integers(0, 3, size=rng.integers(0, 3)))
+    kind = rng.integers(5)
+    if kind == 0:
+        values = rng.choice([0.5, 1e-5, 9e6, 2.55, 1435774380.0, -0.0, np.nan, np.inf, 7.0], shape)
+        return values.astype(np.float32)
+    if kind == 1:
+        return rng.choice([0.1 + 0.2, 1e22, -3.25, np.nan, -np.inf], shape).astype(np.float64)
+    if kind == 2:
+        return rng.integers(-(2**62), 2**62, shape, dtype=np.int64)
+    if kind == 3:
+        return rng.integers(0, 255, shape).astype(np.uint8)
+    return rng.integers(0, 2, shape).astype(bool)
+
+
+def test_the_direct_writer_writes_the_pretty_writers_bytes():
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        batch = int(rng.integers(0, 4))
+        outputs = {f"o{i}": _random_output(rng, batch) for i in range(int(rng.integers(1, 4)))}
+        if rng.random() < 0.2:
+            outputs = {"scalar": np.array(rng.random(), np.float32)}
+        for row_format in (True, False):
+            try:
+                slow = tfs_json.outputs_to_json(outputs, row_format, fast=False)
+            except ServingError as error:
+                with pytest.raises(type(error)):
+                    tfs_json.outputs_to_json(outputs, row_format)
+                continue
+            assert tfs_json.outputs_to_json(outputs, row_format) == slow, (outputs, row_format)

@@ -441,16 +441,22 @@ def _signature_text(signature: Signature) -> str:
     return text_format.MessageToString(signature.definition)
 
 
-def _classification_outputs(signature: Signature, check_method: bool) -> dict[str, str]:
-    """classifier.cc PreProcessClassification: {"classes"/"scores": alias} to fetch."""
+def _check_examples_signature(signature: Signature, kind: str, method: str, check: bool):
+    """What classifier.cc and regressor.cc check first: the method name (when the flag
+    asks) and a single input."""
     definition = signature.definition
-    if check_method and definition.method_name != CLASSIFY_METHOD:
+    if check and definition.method_name != method:
         raise InvalidArgumentError(
-            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. Was: "
-            f"{definition.method_name}"
+            f"Expected {kind} signature method_name to be {method}. Was: {definition.method_name}"
         )
     if len(definition.inputs) != 1:
         raise InvalidArgumentError("Expected one input Tensor.")
+
+
+def _classification_outputs(signature: Signature, check_method: bool) -> dict[str, str]:
+    """classifier.cc PreProcessClassification: {"classes"/"scores": alias} to fetch."""
+    definition = signature.definition
+    _check_examples_signature(signature, "classification", CLASSIFY_METHOD, check_method)
     if len(definition.outputs) not in (1, 2):
         raise InvalidArgumentError(
             f"Expected one or two output Tensors, found {len(definition.outputs)}"
@@ -471,13 +477,7 @@ def _classification_outputs(signature: Signature, check_method: bool) -> dict[st
 def _regression_outputs(signature: Signature, check_method: bool) -> dict[str, str]:
     """regressor.cc PreProcessRegression: {"outputs": alias} to fetch."""
     definition = signature.definition
-    if check_method and definition.method_name != REGRESS_METHOD:
-        raise InvalidArgumentError(
-            f"Expected regression signature method_name to be {REGRESS_METHOD}. Was: "
-            f"{definition.method_name}"
-        )
-    if len(definition.inputs) != 1:
-        raise InvalidArgumentError("Expected one input Tensor.")
+    _check_examples_signature(signature, "regression", REGRESS_METHOD, check_method)
     if len(definition.outputs) != 1:
         raise InvalidArgumentError("Expected one output Tensor.")
     if "inputs" not in definition.inputs:

@@ -86,15 +86,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def Classify(self, request, context):
-        try:
-            _missing_model_spec(request)
-            result = await self._plane.classify(
-                ExamplesRequest(
-                    model_spec_from_proto(request.model_spec), examples_of(request.input), GRPC
-                )
-            )
-        except ServingError as error:
-            await context.abort(error.code, error.message)
+        result = await self._examples(self._plane.classify, request, context)
         response = classification_pb2.ClassificationResponse()
         fill_model_spec(
             response.model_spec, result.model_name, result.version, result.signature_name
@@ -110,15 +102,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def Regress(self, request, context):
-        try:
-            _missing_model_spec(request)
-            result = await self._plane.regress(
-                ExamplesRequest(
-                    model_spec_from_proto(request.model_spec), examples_of(request.input), GRPC
-                )
-            )
-        except ServingError as error:
-            await context.abort(error.code, error.message)
+        result = await self._examples(self._plane.regress, request, context)
         response = regression_pb2.RegressionResponse()
         fill_model_spec(
             response.model_spec, result.model_name, result.version, result.signature_name
@@ -126,6 +110,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for value in result.values:
             response.result.regressions.add().value = value
         return response
+
+    async def _examples(self, run, request, context):
+        """Classify or Regress a ClassificationRequest/RegressionRequest on the data plane."""
+        try:
+            _missing_model_spec(request)
+            spec = model_spec_from_proto(request.model_spec)
+            return await run(ExamplesRequest(spec, examples_of(request.input), GRPC))
+        except ServingError as error:
+            await context.abort(error.code, error.message)
 
     async def MultiInference(self, request, context):
         await context.abort(

@@ -716,7 +716,7 @@ def _example_from_json(value: Any) -> bytes:
     return example.SerializeToString()
 
 
-def parse_examples_body(body: bytes, method: str) -> tuple[list[bytes], str]:
+def parse_examples_body(body: bytes) -> tuple[list[bytes], str]:
     """FillClassifyRegressRequestFromJson: (serialized examples with context merged in,
     signature name)."""
     document = parse_predict_body(body)

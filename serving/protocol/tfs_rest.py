@@ -289,26 +289,23 @@ class TfsRestApp:
         return text.encode("utf-8", "surrogateescape")
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
-        examples, signature_name = await self._plane.offload(
-            tfs_json.parse_examples_body, body, "classify", cost=len(body)
-        )
-        spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-        result = await self._with_deadline(
-            self._plane.classify(ExamplesRequest(spec, examples, REST, adapter_counts=True))
-        )
-        return tfs_json.classification_json(result.classifications).encode(
-            "utf-8", "surrogateescape"
-        )
+        request = await self._examples_request(spec, body)
+        result = await self._with_deadline(self._plane.classify(request))
+        text = tfs_json.classification_json(result.classifications)
+        return text.encode("utf-8", "surrogateescape")
 
     async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        request = await self._examples_request(spec, body)
+        result = await self._with_deadline(self._plane.regress(request))
+        return tfs_json.regression_json(result.values).encode()
+
+    async def _examples_request(self, spec: ModelSpec, body: bytes) -> ExamplesRequest:
+        """FillClassifyRegressRequestFromJson, decoded off the loop when the body is big."""
         examples, signature_name = await self._plane.offload(
-            tfs_json.parse_examples_body, body, "regress", cost=len(body)
+            tfs_json.parse_examples_body, body, cost=len(body)
         )
         spec = ModelSpec(spec.name, spec.version, spec.label, signature_name)
-        result = await self._with_deadline(
-            self._plane.regress(ExamplesRequest(spec, examples, REST, adapter_counts=True))
-        )
-        return tfs_json.regression_json(result.values).encode()
+        return ExamplesRequest(spec, examples, REST, adapter_counts=True)
 
 
 def _path_labels(method: str, path: str) -> tuple[str, str]:

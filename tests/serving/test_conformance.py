@@ -26,8 +26,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.fixtures.processes import ManagedProcess, free_port
-from tests.fixtures.serving import SERVING_CONFIG_DIR, launch_model_server
+from tests.fixtures.serving import (
+    SERVING_CONFIG_DIR,
+    launch_model_server,
+    launch_tensorflow_model_server,
+)
 from tests.serving.helpers import (
     metric_value,
     predict_request,
@@ -67,31 +70,6 @@ def conformance_config(trained_repository: Path, tmp_path_factory) -> Path:
     )
 
 
-def _start_tensorflow_model_server(binary: str, config: Path, log_dir: Path) -> ManagedProcess:
-    grpc_port, rest_port = free_port(), free_port()
-    process = ManagedProcess(
-        [
-            binary,
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-            "--enable_batching=true",
-            f"--batching_parameters_file={SERVING_CONFIG_DIR / 'batching.config'}",
-            f"--monitoring_config_file={SERVING_CONFIG_DIR / 'monitoring.config'}",
-        ],
-        log_dir / "tensorflow_model_server.log",
-    ).start()
-    process.ports = (grpc_port, rest_port)  # type: ignore[attr-defined]
-
-    def ready() -> bool:
-        response = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/mnist", timeout=2)
-        states = [v["state"] for v in response.json().get("model_version_status", [])]
-        return states.count("AVAILABLE") == 2
-
-    process.wait_ready(ready, timeout=120)
-    return process
-
-
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request, conformance_config: Path, tmp_path_factory) -> Iterator[Backend]:
     """A running server of each backend, on the conformance repository."""
@@ -109,9 +87,15 @@ def backend(request, conformance_config: Path, tmp_path_factory) -> Iterator[Bac
         binary = os.environ.get("TFSERVING_BIN")
         if not binary:
             pytest.skip("TFSERVING_BIN not set: no tensorflow_model_server binary to compare")
-        process = _start_tensorflow_model_server(binary, conformance_config, log_dir)
-        grpc_port, rest_port = process.ports  # type: ignore[attr-defined]
-        grpc_target, rest_url = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
+        server = launch_tensorflow_model_server(
+            binary,
+            log_dir,
+            conformance_config,
+            enable_batching=True,
+            batching_parameters_file=SERVING_CONFIG_DIR / "batching.config",
+            monitoring_config_file=SERVING_CONFIG_DIR / "monitoring.config",
+        )
+        process, grpc_target, rest_url = server.process, server.grpc_target, server.rest_url
     channel = grpc.insecure_channel(grpc_target)
     yield Backend(
         request.param,

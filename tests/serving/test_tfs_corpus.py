@@ -22,8 +22,8 @@ import httpx
 import pytest
 from google.protobuf import json_format, text_format
 
-from tests.fixtures.processes import ManagedProcess, free_port
-from tests.fixtures.serving import launch_model_server
+from tests.fixtures.processes import ManagedProcess
+from tests.fixtures.serving import launch_model_server, launch_tensorflow_model_server
 from tests.serving.tfs_corpus_cases import (
     TESTDATA_DIR,
     Case,
@@ -95,33 +95,6 @@ def tfs_corpus_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return config
 
 
-def _all_available(rest_url: str) -> bool:
-    names = [CORPUS_MODEL, *TESTDATA_MODELS]
-    for name in names:
-        response = httpx.get(f"{rest_url}/v1/models/{name}", timeout=2)
-        states = [s["state"] for s in response.json().get("model_version_status", [])]
-        if "AVAILABLE" not in states:
-            return False
-    return True
-
-
-def _start_tensorflow_model_server(binary: str, config: Path, log_dir: Path) -> Backend:
-    grpc_port, rest_port = free_port(), free_port()
-    process = ManagedProcess(
-        [
-            binary,
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-        ],
-        log_dir / "tensorflow_model_server.log",
-    ).start()
-    rest_url = f"http://127.0.0.1:{rest_port}"
-    process.wait_ready(lambda: _all_available(rest_url), timeout=120)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    return Backend("tensorflow_model_server", rest_url, channel, process)
-
-
 @pytest.fixture(scope="session", params=BACKENDS)
 def tfs_backend(request, tfs_corpus_config: Path, tmp_path_factory) -> Iterator[Backend]:
     """A running server of each backend on the corpus's model config."""
@@ -134,7 +107,9 @@ def tfs_backend(request, tfs_corpus_config: Path, tmp_path_factory) -> Iterator[
         binary = os.environ.get("TFSERVING_BIN")
         if not binary:
             pytest.skip("TFSERVING_BIN not set: no tensorflow_model_server binary to compare")
-        backend = _start_tensorflow_model_server(binary, tfs_corpus_config, log_dir)
+        server = launch_tensorflow_model_server(binary, log_dir, tfs_corpus_config)
+        channel = grpc.insecure_channel(server.grpc_target)
+        backend = Backend("tensorflow_model_server", server.rest_url, channel, server.process)
     yield backend
     backend.channel.close()
     if backend.process is not None:

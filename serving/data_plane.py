@@ -112,6 +112,48 @@ def merge_example_context(context: bytes, examples: Sequence[bytes]) -> list[byt
     return [context + example for example in examples]
 
 
+class _Accounting:
+    """What every Predict, Classify and Regress records, however it ends: in-flight gauge,
+    TF Serving's request count and latency, the per-version count; and the version it held
+    is released. A plain context manager: the Predict hot path pays for no generator."""
+
+    __slots__ = ("_api", "_plane", "_request", "_started", "servable")
+
+    def __init__(self, plane: DataPlane, request: PredictRequest | ExamplesRequest, api: str):
+        self._plane = plane
+        self._request = request
+        self._api = api
+        self.servable: Servable | None = None
+
+    def __enter__(self) -> _Accounting:
+        self._plane.metrics.inflight_requests.add(self._request.model.name, amount=1)
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, error, _traceback) -> None:
+        if kind is None:
+            status = "OK"
+        elif isinstance(error, ServingError):
+            status = error.code.name
+        elif isinstance(error, asyncio.CancelledError):
+            status = "CANCELLED"
+        else:
+            status = "UNKNOWN"
+        servable = self.servable
+        if servable is not None:
+            servable.release()
+        request = self._request
+        self._plane.metrics.record_request(
+            request.model.name,
+            str(servable.version) if servable is not None else "",
+            status,
+            self._api,
+            request.protocol,
+            (time.perf_counter() - self._started) * 1e6,
+            count=not request.adapter_counts,
+        )
+
+
 class DataPlane:
     """Serves every configured model: Predict, Classify, Regress, metadata, status."""
 
@@ -162,12 +204,8 @@ class DataPlane:
     async def predict(self, request: PredictRequest) -> PredictResult:
         """Run one Predict; records TF Serving's request count and latency metrics."""
         spec = request.model
-        started = time.perf_counter()
-        status = "OK"
-        servable: Servable | None = None
-        self.metrics.inflight_requests.add(spec.name, amount=1)
-        try:
-            servable = self._acquire(spec)
+        with _Accounting(self, request, "Predict") as account:
+            servable = account.servable = self._acquire(spec)
             signature = servable.signature(spec.signature_name)
             self._verify_predict_method(signature)
             inputs = servable.complete_inputs(signature, request.inputs)
@@ -177,24 +215,6 @@ class DataPlane:
             if aliases is not None:
                 outputs = {alias: outputs[alias] for alias in aliases}
             return PredictResult(spec.name, servable.version, signature.name, outputs)
-        except ServingError as error:
-            status = error.code.name
-            raise
-        except asyncio.CancelledError:
-            status = "CANCELLED"
-            raise
-        finally:
-            if servable is not None:
-                servable.release()
-            self.metrics.record_request(
-                spec.name,
-                str(servable.version) if servable is not None else "",
-                status,
-                "Predict",
-                request.protocol,
-                (time.perf_counter() - started) * 1e6,
-                count=not request.adapter_counts,
-            )
 
     def _acquire(self, spec: ModelSpec) -> Servable:
         if not spec.name:
@@ -347,12 +367,8 @@ class DataPlane:
         Returns (signature name, version, {kind alias: output}, example count).
         """
         spec = request.model
-        started = time.perf_counter()
-        status = "OK"
-        servable: Servable | None = None
-        self.metrics.inflight_requests.add(spec.name, amount=1)
-        try:
-            servable = self._acquire(spec)
+        with _Accounting(self, request, api) as account:
+            servable = account.servable = self._acquire(spec)
             key = spec.signature_name or DEFAULT_SIGNATURE
             signature = servable.signatures.get(key)
             if signature is None:
@@ -365,36 +381,18 @@ class DataPlane:
                 raise InvalidArgumentError("Input is empty.")
             examples = np.empty(len(request.examples), dtype=object)
             examples[:] = list(request.examples)
-            input_alias = "inputs"
-            feed = {input_alias: examples}
             loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(
-                self._executor, self._runner(servable, signature, api), feed
-            )
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, self._runner(servable, signature, api), {"inputs": examples}
+                )
+            except ServingError:
+                raise
+            except Exception as error:  # e.g. an output numpy cannot index: TF's UNKNOWN
+                raise UnknownError(str(error)) from None
             picked = {kind: outputs[alias] for kind, alias in wanted.items()}
             # The response's model_spec keeps the request's signature_name (util.cc MakeModelSpec).
             return key, servable.version, picked, len(request.examples)
-        except ServingError as error:
-            status = error.code.name
-            raise
-        except asyncio.CancelledError:
-            status = "CANCELLED"
-            raise
-        except Exception as error:  # a bug here must still answer, as TF Serving's UNKNOWN
-            status = "UNKNOWN"
-            raise UnknownError(str(error)) from None
-        finally:
-            if servable is not None:
-                servable.release()
-            self.metrics.record_request(
-                spec.name,
-                str(servable.version) if servable is not None else "",
-                status,
-                api,
-                request.protocol,
-                (time.perf_counter() - started) * 1e6,
-                count=not request.adapter_counts,
-            )
 
     # -- metadata and status -------------------------------------------------------------
 

@@ -4,6 +4,10 @@ SERVING_PROTO_OUT := serving/_proto/tf_serving_configs.binpb
 SERVING_TF_DESCRIPTORS := serving/_proto/tensorflow_deps.binpb
 SERVING_PROTOS := serving/protos/tensorflow_serving/servables/tensorflow/session_bundle_config.proto \
 	serving/protos/tensorflow_serving/config/monitoring_config.proto
+# The Open Inference Protocol's gRPC service, vendored unchanged from KServe
+# (python/kserve/kserve/protocol/grpc/grpc_predict_v2.proto, last changed in eb794b5).
+SERVING_V2_PROTO := serving/protos/kserve/grpc_predict_v2.proto
+SERVING_V2_OUT := serving/_proto/grpc_predict_v2.binpb
 SERVING_GRPC_PORT ?= 8500
 SERVING_REST_PORT ?= 8501
 
@@ -18,7 +22,14 @@ $(SERVING_PROTO_OUT): $(SERVING_PROTOS) serving/protos/tensorflow_descriptors.py
 	$(PY) -m grpc_tools.protoc --descriptor_set_in=$(SERVING_TF_DESCRIPTORS) -Iserving/protos \
 		--include_imports --descriptor_set_out=$@ $(patsubst serving/protos/%,%,$(SERVING_PROTOS))
 
-serving-protos: $(SERVING_PROTO_OUT) ## Compile TF Serving's batching/monitoring config protos for the embedded server
+# A descriptor set, like the others: serving/protocol/v2_messages.py builds the message
+# classes in a private pool and the servicer from grpc's generic handlers.
+$(SERVING_V2_OUT): $(SERVING_V2_PROTO) | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(PY) -m grpc_tools.protoc -I$(dir $(SERVING_V2_PROTO)) --descriptor_set_out=$@ \
+		$(notdir $(SERVING_V2_PROTO))
+
+serving-protos: $(SERVING_PROTO_OUT) $(SERVING_V2_OUT) ## Compile the embedded server's protos (TF Serving's batching/monitoring configs, KServe's v2 gRPC)
 
 install: serving-protos
 

@@ -115,13 +115,12 @@ class InferenceServicer:
                 request.model_version,
                 signature_parameter(parameters.get(SIGNATURE_PARAMETER)),
             )
-            raw = request.raw_input_contents
             total, cost = _check_inputs(request)
+            for output in request.outputs:
+                check_parameters(f"output '{output.name}'", output.parameters)
             check_inputs(plane.signature_for(spec), [(i.name, i.datatype) for i in request.inputs])
             plane.check_decoded_bytes(total)
             arrays = await plane.offload(_decode_inputs, request, cost=cost)
-            for output in request.outputs:
-                check_parameters(f"output '{output.name}'", output.parameters)
             result = await plane.predict(
                 PredictRequest(spec, arrays, [o.name for o in request.outputs], V2_GRPC)
             )
@@ -129,7 +128,7 @@ class InferenceServicer:
                 _build_response,
                 result,
                 request.id,
-                bool(raw),
+                bool(request.raw_input_contents),
                 cost=sum(array.size for array in result.outputs.values()) * 8,
             )
         except ServingError as error:

@@ -65,6 +65,8 @@ HEADER_LENGTH = b"inference-header-content-length"
 
 
 class _MethodNotAllowedError(Exception):
+    """A known path asked with another method: 405 with Allow (no gRPC code says this)."""
+
     def __init__(self, method: str, path: str, allowed: str) -> None:
         super().__init__(f"{method} is not allowed on {path}; use {allowed}")
         self.allowed = allowed
@@ -148,7 +150,7 @@ class V2RestApp:
             return 200, _JSON, _json_body(server_metadata())
         match = _MODEL_PATH.fullmatch(path)
         if match is None:
-            raise _not_found(method, path)
+            raise NotFoundError(f"No v2 endpoint at {method} {path}")
         name = urllib.parse.unquote(match.group(1))
         version = urllib.parse.unquote(match.group(2) or "")
         action = match.group(3)
@@ -185,13 +187,13 @@ class V2RestApp:
         if request_id is not None and not isinstance(request_id, str):
             raise InvalidArgumentError(f'"id" must be a string, got {request_id!r}')
         inputs = _inputs(document, binary)
+        output_names, binary_outputs = _requested_outputs(document, binary_default)
         signature = plane.signature_for(spec)
         check_inputs(signature, [(i.name, i.datatype) for i in inputs])
         plane.check_decoded_bytes(sum(_decoded_bytes(i) for i in inputs))
         # Without a true/false anywhere, numeric data cannot hide a boolean.
         bools = b"true" in document_bytes or b"false" in document_bytes
         arrays = await plane.offload(_decode_inputs, inputs, bools, cost=len(body))
-        output_names, binary_outputs = _requested_outputs(document, binary_default)
         result = await with_deadline(
             plane.predict(PredictRequest(spec, arrays, output_names, V2_REST)), self._timeout
         )
@@ -208,10 +210,6 @@ class V2RestApp:
 def _allow(method: str, path: str, allowed: str) -> None:
     if method != allowed:
         raise _MethodNotAllowedError(method, path, allowed)
-
-
-def _not_found(method: str, path: str) -> ServingError:
-    return NotFoundError(f"No v2 endpoint at {method} {path}")
 
 
 def _split_body(header_length: str, body: bytes) -> tuple[bytes, memoryview]:

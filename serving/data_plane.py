@@ -23,6 +23,7 @@ from serving.batching import Batcher
 from serving.errors import (
     InternalError,
     InvalidArgumentError,
+    NotFoundError,
     ServingError,
     UnknownError,
 )
@@ -54,8 +55,9 @@ class ModelSpec:
 class PredictRequest:
     """One Predict call, whatever protocol carried it.
 
-    `protocol` is the `entrypoint` label of TF Serving's request_latency metric ("GRPC",
-    "REST"; other adapters name theirs).
+    `protocol` is the `entrypoint` label of TF Serving's request_latency metric: "GRPC" and
+    "REST" for TF Serving's APIs (its own values), "V2_GRPC" and "V2_REST" for the Open
+    Inference Protocol.
     """
 
     model: ModelSpec
@@ -415,6 +417,32 @@ class DataPlane:
     def metadata(self, spec: ModelSpec) -> Servable:
         """The servable whose signature_def map GetModelMetadata returns."""
         return self._resolve(spec)
+
+    def available_versions(self, name: str) -> list[int]:
+        """The AVAILABLE versions of a model, ascending; NotFoundError for a model this
+        server is not configured to serve."""
+        if name not in self.manager.model_names():
+            raise NotFoundError(f"Model {name} is not served by this server")
+        return self.manager.available_versions(name)
+
+    def version_labels(self, name: str) -> dict[str, int]:
+        """The version labels of a model (label -> version)."""
+        return self.manager.labels(name)
+
+    def model_ready(self, spec: ModelSpec) -> bool:
+        """True when the version the spec names (or its label, or the latest) is AVAILABLE;
+        NotFoundError for a model this server is not configured to serve."""
+        self.available_versions(spec.name)
+        try:
+            self.manager.resolve(spec.name, spec.version, spec.label)
+        except ServingError:
+            return False
+        return True
+
+    def all_models_available(self) -> bool:
+        """True when every configured model has an AVAILABLE version (the server is ready,
+        as the gRPC health service reports it)."""
+        return self.manager.all_models_available()
 
     def status(self, spec: ModelSpec) -> list[VersionStatus]:
         """GetModelStatus: every known version, or the one a version / label names."""

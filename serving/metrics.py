@@ -9,7 +9,8 @@ Names (the monitoring rules depend on them):
 
 TF Serving's:
 - `:tensorflow:serving:request_count{model_name,status}` counter
-- `:tensorflow:serving:request_latency{model_name,API,entrypoint}` histogram, microseconds
+- `:tensorflow:serving:request_latency{model_name,API,entrypoint}` histogram, microseconds;
+  `entrypoint` is GRPC or REST (TF Serving's APIs), V2_GRPC or V2_REST (Open Inference Protocol)
 - `:tensorflow:serving:runtime_latency{model_name,API,runtime}` histogram, microseconds
 - `:tensorflow:serving:batching_session:queuing_latency{thread_pool_name}` histogram, microseconds
 - `:tensorflow:serving:batching_session:wrapped_run_count` counter

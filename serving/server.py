@@ -4,6 +4,10 @@ Start-up mirrors tensorflow_model_server: load the configured models first (refu
 version labels that name unavailable versions), then open the ports. On SIGTERM the server
 stops accepting requests, finishes those in flight, and exits 0. Everything about models
 lives in `ServerCore`; everything about wire formats in serving/protocol/.
+
+Both ports speak two protocols over the one data plane: TF Serving's APIs and the Open
+Inference Protocol (v2). gRPC registers both services on one server; the REST port sends
+`/v2` and `/v2/...` to the v2 app and everything else to TF Serving's.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,10 +24,14 @@ from grpc_health.v1.health import aio as health_aio
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.core import ServerCore
+from serving.data_plane import DataPlane
 from serving.errors import ServingError
 from serving.flags import grpc_channel_arguments
+from serving.protocol.asgi import PrefixDispatcher
 from serving.protocol.tfs_grpc import ModelServicer, PredictionServicer
 from serving.protocol.tfs_rest import TfsRestApp
+from serving.protocol.v2_grpc import InferenceServicer
+from serving.protocol.v2_rest import V2RestApp
 from serving.server_config import ServerConfig
 
 log = logging.getLogger("serving")
@@ -71,6 +80,31 @@ class _RestListener:
             await self.task
 
 
+def rest_app(
+    plane: DataPlane, config: ServerConfig, accepting: Callable[[], bool] = lambda: True
+) -> PrefixDispatcher:
+    """The REST port's ASGI app: `/v2` paths to the v2 app, the rest to TF Serving's."""
+    flags = config.flags
+    timeout_seconds = flags.rest_api_timeout_in_ms / 1000
+    return PrefixDispatcher(
+        "/v2",
+        V2RestApp(
+            plane,
+            timeout_seconds=timeout_seconds,
+            max_body_bytes=flags.rest_api_max_body_bytes,
+            accepting=accepting,
+        ),
+        TfsRestApp(
+            plane,
+            metrics_path=config.metrics_path,
+            timeout_seconds=timeout_seconds,
+            max_body_bytes=flags.rest_api_max_body_bytes,
+            enable_cors=flags.rest_api_enable_cors_support,
+            accepting=accepting,
+        ),
+    )
+
+
 class ModelServer:
     """One `python -m serving` process: a ServerCore behind gRPC and REST listeners."""
 
@@ -106,6 +140,7 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(plane, self.core.reload), server
         )
+        InferenceServicer(plane, accepting=lambda: self.accepting).add_to_server(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         addresses = []
         if flags.port:
@@ -127,14 +162,7 @@ class ModelServer:
                     "different port for HTTP/REST API. Skipped exporting HTTP/REST API."
                 )
             else:
-                app = TfsRestApp(
-                    plane,
-                    metrics_path=self.config.metrics_path,
-                    timeout_seconds=flags.rest_api_timeout_in_ms / 1000,
-                    max_body_bytes=flags.rest_api_max_body_bytes,
-                    enable_cors=flags.rest_api_enable_cors_support,
-                    accepting=lambda: self.accepting,
-                )
+                app = rest_app(plane, self.config, accepting=lambda: self.accepting)
                 self._rest = _RestListener(app, flags.bind_address, flags.rest_api_port)
                 await self._rest.start()
                 log.info(

@@ -8,35 +8,43 @@ http_rest_api_handler.cc:
 - errors are `{"error": "<message>"}` with TF Serving's gRPC-code-to-HTTP mapping; paths
   outside /v1/ are 404 with an empty body, as TF Serving's HTTP server leaves them.
 
-ASGI without a framework: the adapter needs raw bodies, exact paths and its own error
-shape, and a framework's routing and request objects would only cost time per request.
+ASGI without a framework (serving/protocol/asgi.py says why).
 Embedded-server extension: bodies over --rest_api_max_body_bytes are refused with 413.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from google.protobuf import json_format
 
 from serving.data_plane import DataPlane, ExamplesRequest, ModelSpec, PredictRequest
 from serving.errors import (
-    DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     ServingError,
     UnavailableError,
     UnknownError,
-    http_status,
 )
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.protocol import tfs_json
+from serving.protocol.asgi import (
+    BodyTooLargeError,
+    ClientGoneError,
+    Receive,
+    Send,
+    error_status,
+    header,
+    read_body,
+    reply,
+    request_path,
+    with_deadline,
+)
 from serving.protocol.messages import build_status_response, signature_def_map
 
 log = logging.getLogger(__name__)
@@ -60,17 +68,6 @@ _CORS_HEADERS = [
     (b"access-control-allow-headers", b"Content-Type"),
 ]
 _ORIGIN = re.compile(r"https?://")
-
-Send = Callable[[dict], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict]]
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its body arrived: nothing to answer."""
-
-
-class BodyTooLargeError(ServingError):
-    """The REST body is over --rest_api_max_body_bytes (an embedded-server extension): 413."""
 
 
 class UnparsedPathError(InvalidArgumentError):
@@ -143,11 +140,9 @@ class TfsRestApp:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        # evhttp's uri_path() is the path as sent: %2F stays %2F until the name is decoded.
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1").split("?", 1)[0] if raw_path else scope["path"]
+        path = request_path(scope)
         if self._metrics_path and path == self._metrics_path:
-            await _reply(
+            await reply(
                 send,
                 200,
                 [(b"content-type", METRICS_CONTENT_TYPE.encode())],
@@ -155,13 +150,13 @@ class TfsRestApp:
             )
             return
         if not _V1.fullmatch(path):
-            await _reply(send, 404, [(b"content-type", b"text/html")], NOT_FOUND_PAGE)
+            await reply(send, 404, [(b"content-type", b"text/html")], NOT_FOUND_PAGE)
             return
         started = time.perf_counter()
         status, code, headers, body = await self._serve_v1(scope, receive, method, path)
         if status is None:
             return  # the client went away
-        await _reply(send, status, headers, body)
+        await reply(send, status, headers, body)
         model_name, verb = _path_labels(method, path)
         self._plane.metrics.record_rest_request(
             model_name, code, verb, (time.perf_counter() - started) * 1e6
@@ -174,16 +169,16 @@ class TfsRestApp:
         is None when the client left."""
         headers = list(_CORS_HEADERS) if self._cors else []
         try:
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, self._max_body)
             if not self._accepting():
                 raise UnavailableError("Server is shutting down")
             if method == "OPTIONS":
-                origin = _header(scope, b"origin")
+                origin = header(scope, b"origin")
                 if not _ORIGIN.search(origin):
                     raise FailedPreconditionError("Origin header is missing in CORS preflight")
                 return 200, "OK", headers, b""
             output = await self._dispatch(method, path, body)
-        except _ClientGone:
+        except ClientGoneError:
             return None, "", [], b""
         except Exception as unexpected:  # a bug must still answer, as TF Serving's UNKNOWN
             if isinstance(unexpected, ServingError):
@@ -192,40 +187,13 @@ class TfsRestApp:
                 log.exception("REST %s %s failed", method, path)
                 error = UnknownError(f"{type(unexpected).__name__}: {unexpected}")
             code = error.code.name
-            status = 413 if isinstance(error, BodyTooLargeError) else http_status(error.code)
+            status = error_status(error)
             if isinstance(error, UnparsedPathError) or (
                 method == "OPTIONS" and not isinstance(error, BodyTooLargeError)
             ):
                 return status, code, [*_JSON_HEADERS, *headers], b""
             return status, code, [*_JSON_HEADERS, *headers], error_json(error.message)
         return 200, "OK", [*_JSON_HEADERS, *headers], output
-
-    async def _read_body(self, scope: dict, receive: Receive) -> bytes:
-        limit = self._max_body
-        declared = _header(scope, b"content-length")
-        if limit and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLargeError(self._too_large())
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if limit and size > limit:
-                    raise BodyTooLargeError(self._too_large())
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def _too_large(self) -> str:
-        return (
-            f"Request body is larger than this server's limit of {self._max_body} bytes "
-            "(--rest_api_max_body_bytes)"
-        )
 
     async def _dispatch(self, method: str, path: str, body: bytes) -> bytes:
         """http_rest_api_handler.cc ProcessRequest: the JSON body of a 200, or raise."""
@@ -256,12 +224,6 @@ class TfsRestApp:
             return _proto_json(build_status_response(statuses), True).encode() + b"\n"
         raise malformed
 
-    async def _with_deadline(self, awaitable):
-        try:
-            return await asyncio.wait_for(awaitable, self._timeout)
-        except TimeoutError:
-            raise DeadlineExceededError("Deadline Exceeded") from None
-
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
         plane = self._plane
         document = await plane.offload(tfs_json.parse_predict_body, body, cost=len(body))
@@ -277,8 +239,9 @@ class TfsRestApp:
             cost=len(body),
         )
         plane.check_decoded_bytes(sum(array.nbytes for array in inputs.values()))
-        result = await self._with_deadline(
-            plane.predict(PredictRequest(spec, inputs, (), REST, adapter_counts=True))
+        result = await with_deadline(
+            plane.predict(PredictRequest(spec, inputs, (), REST, adapter_counts=True)),
+            self._timeout,
         )
         text = await plane.offload(
             tfs_json.outputs_to_json,
@@ -290,13 +253,13 @@ class TfsRestApp:
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
         request = await self._examples_request(spec, body)
-        result = await self._with_deadline(self._plane.classify(request))
+        result = await with_deadline(self._plane.classify(request), self._timeout)
         text = tfs_json.classification_json(result.classifications)
         return text.encode("utf-8", "surrogateescape")
 
     async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
         request = await self._examples_request(spec, body)
-        result = await self._with_deadline(self._plane.regress(request))
+        result = await with_deadline(self._plane.regress(request), self._timeout)
         return tfs_json.regression_json(result.values).encode()
 
     async def _examples_request(self, spec: ModelSpec, body: bytes) -> ExamplesRequest:
@@ -336,15 +299,3 @@ def _model_spec(match: re.Match) -> ModelSpec:
         version,
         urllib.parse.unquote(label) if label else None,
     )
-
-
-def _header(scope: dict, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-async def _reply(send: Send, status: int, headers: list, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -166,3 +166,35 @@ def server_config_for(models, batching=None, metrics_path=None, **flags):
 
     flags.setdefault("model_config_file", "/unused/models.config")
     return ServerConfig(ServerFlags(**flags), models, batching, metrics_path)
+
+
+# -- Open Inference Protocol (v2) -------------------------------------------------------------
+
+# What v2 model metadata says of the trained mnist (its serving_default signature).
+MNIST_V2_METADATA = {
+    "name": "mnist",
+    "versions": ["1"],
+    "platform": "tensorflow_savedmodel",
+    "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 28, 28]}],
+    "outputs": [
+        {"name": "classes", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+    ],
+}
+
+# tfs_corpus identity signature -> (v2 datatype, sample values)
+DATATYPE_SAMPLES = {
+    "float": ("FP32", [1.5, -2.25, 3.0, 0.125]),  # exact in float32: JSON gives doubles
+    "double": ("FP64", [1.5, -2.25, 1e300, 0.1]),
+    "half": ("FP16", [1.5, -2.25, 3.0, 0.5]),
+    "int8": ("INT8", [-128, 127, 0, 5]),
+    "int16": ("INT16", [-32768, 32767, 0, 5]),
+    "int32": ("INT32", [-(2**31), 2**31 - 1, 0, 5]),
+    "int64": ("INT64", [-(2**63), 2**63 - 1, 0, 5]),
+    "uint8": ("UINT8", [0, 255, 1, 5]),
+    "uint16": ("UINT16", [0, 65535, 1, 5]),
+    "uint32": ("UINT32", [0, 2**32 - 1, 1, 5]),
+    "uint64": ("UINT64", [0, 2**64 - 1, 1, 5]),
+    "bool": ("BOOL", [True, False, True, True]),
+    "string": ("BYTES", ["héllo", "", "a b", "✓"]),
+}

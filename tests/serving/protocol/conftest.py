@@ -1,16 +1,23 @@
-"""In-process adapters over a real data plane: a ServerCore on real SavedModels, called
-through the REST app (httpx's ASGI transport) or an in-process gRPC server on loopback."""
+"""In-process adapters over a real data plane: the TF Serving REST app (httpx's ASGI
+transport) over the `core` fixture, and a ServerCore serving `v2_repository`
+(tests/fixtures/serving.py) for the Open Inference Protocol adapters."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from serving.core import ServerCore
 from serving.protocol.tfs_rest import TfsRestApp
+from serving.server_config import BatchingOptions
+from tests.serving.helpers import model_config, server_config_for
+
+# Small enough that a test can go over it with a 2 MB tensor; mnist requests are 3 KB.
+MAX_REQUEST_TENSOR_BYTES = 1 << 20
 
 
 def rest_app(core: ServerCore, **options) -> TfsRestApp:
@@ -40,3 +47,20 @@ def rest(core: ServerCore) -> Callable[..., httpx.Response]:
     """`rest(method, path, body)` against the default REST app over `core`."""
     app = rest_app(core)
     return lambda method, path, body=b"", **headers: call(app, method, path, body, **headers)
+
+
+@pytest.fixture(scope="module")
+def v2_core(v2_repository: Path) -> Iterator[ServerCore]:
+    """A loaded core over `v2_repository`, batching as in production (one per module)."""
+    models = model_config(
+        ("mnist", v2_repository / "mnist"), ("tfs_corpus", v2_repository / "tfs_corpus"), stable=1
+    )
+    config = server_config_for(
+        models,
+        BatchingOptions(max_batch_size=64, batch_timeout_micros=5000),
+        max_request_tensor_bytes=MAX_REQUEST_TENSOR_BYTES,
+    )
+    core = ServerCore(config)
+    core.load_initial()
+    yield core
+    core.close()

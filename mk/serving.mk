@@ -62,3 +62,34 @@ test-serving: install ## Run the serving tests only
 
 bench-serving: install ## Benchmark gRPC Predict: embedded server (batching off/on) vs no-op gRPC and in-process TF
 	$(PY) benchmarks/bench_serving.py
+
+# KServe's Python ModelServer, the peer of `make bench-peers`, in its own venv: kserve needs
+# a starlette the project's pin excludes. Pinned in benchmarks/kserve-requirements.txt.
+KSERVE_VENV := .cache/kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
+KSERVE_REQUIREMENTS := benchmarks/kserve-requirements.txt
+
+.PHONY: kserve-env wrk-bin bench-peers
+
+$(KSERVE_STAMP): $(KSERVE_REQUIREMENTS) | $(STAMP)
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(UV) pip install --python $(KSERVE_VENV)/bin/python --quiet -r $(KSERVE_REQUIREMENTS)
+	touch $@
+
+kserve-env: $(KSERVE_STAMP) ## Install KServe's ModelServer (and TensorFlow) into .cache/kserve for bench-peers
+
+# Debian's wrk, the HTTP load generator of bench-peers: installed only as root, only if missing.
+wrk-bin: ## Install Debian's wrk (apt-get, when root)
+	@command -v wrk >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq -o DPkg::Lock::Timeout=300 >/dev/null \
+		&& apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 wrk >/dev/null; \
+	else \
+		echo "wrk-bin: wrk not found; install it with: sudo apt-get install wrk"; \
+	fi
+
+bench-peers: install kserve-env wrk-bin ## REST (v1 and v2) vs KServe's ModelServer with wrk, c=8 and c=64, alternating rounds
+	$(PY) -m trainer train --if-empty
+	$(PY) benchmarks/bench_peers.py

@@ -45,6 +45,9 @@ RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 INLINE_RUN_SECONDS = 0.001
 # Weight of the newest sample in the smoothed call duration and arrival gap.
 _SMOOTHING_WEIGHT = 0.2
+# A held batch is released once this many event-loop turns in a row brought no new request:
+# the loop has nothing left that could join it, and waiting on would only idle the model.
+QUIET_TURNS = 2
 
 
 @dataclasses.dataclass(slots=True)
@@ -83,6 +86,10 @@ class BatchQueue:
         self._running = 0
         self._dispatch_scheduled = False
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._release_hold = False
+        self._arrivals = 0  # requests submitted so far: a held batch watches it grow
+        self._watched_arrivals = 0
+        self._quiet_turns = 0
         self._last_batch_requests = 0
         self._last_arrival = -math.inf
         self._arrival_gap = math.inf  # smoothed seconds between arrivals
@@ -105,6 +112,7 @@ class BatchQueue:
         now = loop.time()
         self._arrival_gap = _smooth(self._arrival_gap, now - self._last_arrival)
         self._last_arrival = now
+        self._arrivals += 1
         task = _Task(inputs, rows, loop.create_future(), now)
         self._pending.append(task)
         self._pending_rows += rows
@@ -121,13 +129,16 @@ class BatchQueue:
     def _dispatch(self) -> None:
         self._dispatch_scheduled = False
         if self._pending and self._running < self._options.num_batch_threads:
-            hold_until = self._hold_deadline()
+            hold_until = None if self._release_hold else self._hold_deadline()
             if hold_until is not None:
                 if self._hold_timer is None:
-                    self._hold_timer = asyncio.get_running_loop().call_at(
-                        hold_until, self._end_hold
-                    )
+                    loop = asyncio.get_running_loop()
+                    self._hold_timer = loop.call_at(hold_until, self._end_hold)
+                    self._watched_arrivals = self._arrivals
+                    self._quiet_turns = 0
+                    loop.call_soon(self._watch_hold)
                 return
+        self._release_hold = False
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
@@ -156,6 +167,25 @@ class BatchQueue:
             return None
         deadline = self._pending[0].enqueued + timeout
         return deadline if deadline > asyncio.get_running_loop().time() else None
+
+    def _watch_hold(self) -> None:
+        """Once per event-loop turn while a batch is held: release it when QUIET_TURNS turns
+        in a row brought no request. Under load the loop keeps handing requests over and the
+        hold runs its course; with a few closed-loop clients, all of them are soon in the
+        batch and nobody else can come."""
+        if self._hold_timer is None:
+            return  # the hold already ended (full batch, or its timeout)
+        if self._arrivals != self._watched_arrivals:
+            self._watched_arrivals = self._arrivals
+            self._quiet_turns = 0
+        else:
+            self._quiet_turns += 1
+            if self._quiet_turns >= QUIET_TURNS:
+                self._hold_timer.cancel()
+                self._release_hold = True
+                self._end_hold()
+                return
+        asyncio.get_running_loop().call_soon(self._watch_hold)
 
     def _end_hold(self) -> None:
         self._hold_timer = None

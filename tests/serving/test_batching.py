@@ -158,20 +158,52 @@ async def _busy_queue(
     return model, queue, executor
 
 
-def test_a_busy_model_holds_its_batch_open_for_requests_on_later_turns():
+def test_a_busy_model_holds_its_batch_open_while_requests_keep_arriving():
+    async def scenario():
+        model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
+        tasks = []
+        for i in range(5):  # one request per event-loop turn, as gRPC hands them over
+            tasks.append(asyncio.create_task(queue.submit(_rows(10 + i))))
+            await asyncio.sleep(0)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        executor.shutdown()
+        return model.batch_sizes, results
+
+    batch_sizes, results = asyncio.run(scenario())
+    assert batch_sizes == [3, 5]  # without the hold: [3, 1, 1, 1, 1, 1]
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], [[(10.0 + i) * 2]])
+
+
+def test_a_held_batch_is_released_once_the_loop_goes_quiet():
+    """A few closed-loop clients are all in the batch: waiting out the timeout (30 s here)
+    would only idle the model."""
+
+    async def scenario():
+        model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
+        started = asyncio.get_running_loop().time()
+        result = await asyncio.wait_for(queue.submit(_rows(10)), 10)
+        executor.shutdown()
+        return model.batch_sizes, result, asyncio.get_running_loop().time() - started
+
+    batch_sizes, result, seconds = asyncio.run(scenario())
+    assert batch_sizes == [3, 1]
+    assert seconds < 5  # released after QUIET_TURNS turns, not the 30 s timeout
+    np.testing.assert_array_equal(result["y"], [[20.0]])
+
+
+def test_a_full_batch_ends_the_hold_at_once():
     async def scenario():
         model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
         first = asyncio.create_task(queue.submit(_rows(10)))
-        for _ in range(5):  # several event-loop turns: without a hold, `first` would run alone
-            await asyncio.sleep(0)
-        rest = [queue.submit(_rows(11, 7))]  # fills the batch: the hold ends at once
-        results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        await asyncio.sleep(0)
+        rest = queue.submit(_rows(11, 7))  # fills the batch of 8
+        results = await asyncio.wait_for(asyncio.gather(first, rest), 10)
         executor.shutdown()
         return model.batch_sizes, results
 
     batch_sizes, results = asyncio.run(scenario())
     assert batch_sizes == [3, 8]
-    np.testing.assert_array_equal(results[0]["y"], [[20.0]])
     np.testing.assert_array_equal(results[1]["y"], np.arange(11, 18).reshape(7, 1) * 2)
 
 
@@ -194,17 +226,14 @@ def test_a_busy_model_stays_busy_when_one_arrival_comes_later_than_the_timeout()
         model, queue, executor = await _busy_queue(batch_timeout_micros=50_000)
         await asyncio.sleep(0.07)  # one late arrival: more than 1, less than 5 timeouts
         first = asyncio.create_task(queue.submit(_rows(10)))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        held = model.batch_sizes == [3]
-        second = queue.submit(_rows(11))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(queue.submit(_rows(11)))  # the next turn: still held
         results = await asyncio.wait_for(asyncio.gather(first, second), 10)
         executor.shutdown()
-        return held, model.batch_sizes, results
+        return model.batch_sizes, results
 
-    held, batch_sizes, results = asyncio.run(scenario())
-    assert held
-    assert batch_sizes == [3, 2]
+    batch_sizes, results = asyncio.run(scenario())
+    assert batch_sizes == [3, 2]  # judged idle, `first` would have run alone: [3, 1, 1]
     np.testing.assert_array_equal(results[1]["y"], [[22.0]])
 
 

@@ -215,16 +215,16 @@ def test_image_errors(client) -> None:
 
 def test_feedback_scores_signed_ids(client, digits) -> None:
     images, labels = digits
-    predictions = client.post(PREDICT, json={"instances": (images[:4] / 255.0).tolist()}).json()[
+    predictions = client.post(PREDICT, json={"instances": (images[:5] / 255.0).tolist()}).json()[
         "predictions"
     ]
     items = [
         {"prediction_id": p["prediction_id"], "label": int(label)}
-        for p, label in zip(predictions, labels[:4], strict=True)
+        for p, label in zip(predictions[:4], labels[:4], strict=True)
     ]
     wrong = {
-        "prediction_id": predictions[0]["prediction_id"],
-        "label": (predictions[0]["class"] + 1) % 10,
+        "prediction_id": predictions[4]["prediction_id"],
+        "label": (predictions[4]["class"] + 1) % 10,
     }
 
     batch = client.post("/v1/feedback", json=items)
@@ -233,12 +233,13 @@ def test_feedback_scores_signed_ids(client, digits) -> None:
     assert batch.status_code == 200, batch.text
     expected = [
         "correct" if p["class"] == int(y) else "incorrect"
-        for p, y in zip(predictions, labels[:4], strict=True)
+        for p, y in zip(predictions[:4], labels[:4], strict=True)
     ]
     assert batch.json()["accepted"] == 4
     assert [r["outcome"] for r in batch.json()["results"]] == expected
     assert single.json() == {
         "accepted": 1,
+        "duplicates": 0,
         "results": [{"prediction_id": wrong["prediction_id"], "outcome": "incorrect"}],
     }
     metrics = client.get("/metrics").text

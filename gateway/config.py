@@ -98,6 +98,14 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("feedback_max_age", mode="before")
+    @classmethod
+    def read_seconds(cls, value: object) -> object:
+        """GATEWAY_FEEDBACK_MAX_AGE in seconds (604800), or ISO 8601 (P7D)."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
+
     @field_validator("models")
     @classmethod
     def cap_model_names(cls, value: list[str]) -> list[str]:

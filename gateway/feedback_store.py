@@ -9,6 +9,7 @@ which one runs (see Settings.feedback_store_kind).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -91,6 +92,7 @@ class RedisFeedbackStore:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
+        self._timeout = timeout_seconds
         self._client = Redis.from_url(
             url,
             socket_timeout=timeout_seconds,
@@ -118,8 +120,10 @@ class RedisFeedbackStore:
         from redis.exceptions import RedisError
 
         try:
-            return bool(await self._client.ping())
-        except (RedisError, OSError):
+            # The socket timeouts do not cover name resolution; this bounds it too.
+            async with asyncio.timeout(2 * self._timeout):
+                return bool(await self._client.ping())
+        except (RedisError, OSError, TimeoutError):
             return False
 
     async def close(self) -> None:

@@ -30,6 +30,9 @@ def test_settings_read_the_gateway_environment(monkeypatch) -> None:
     assert settings.canary_percent == 12.5
     assert settings.effective_default_label == "stable", "a canary share pins the rest"
     assert Settings(canary_percent=0).effective_default_label == ""
+    for max_age in ("604800", "P7D"):
+        monkeypatch.setenv("GATEWAY_FEEDBACK_MAX_AGE", max_age)
+        assert Settings().feedback_max_age.days == 7
 
 
 @pytest.mark.parametrize("secret", [PLACEHOLDER_FEEDBACK_SECRET, "short"])

@@ -284,7 +284,16 @@ def test_models_routes_show_versions_and_signature(client) -> None:
 
 def test_metrics_expose_the_contract_names(client, digits) -> None:
     client.post(PREDICT, json={"instances": (digits[0][:2] / 255.0).tolist()})
+    client.post(f"{PREDICT}?version=99", json={"instances": (digits[0][:1] / 255.0).tolist()})
+    client.get("/v1/models/mnist")
     text = client.get("/metrics").text
+    # One rule for every upstream call: successes and failures, Predict and status calls.
+    for name in (
+        'gateway_upstream_duration_seconds_count{code="NOT_FOUND",model="mnist",version="unknown"}',
+        'gateway_upstream_info_duration_seconds_count{code="OK",method="GetModelStatus",model="mnist"}',
+        'gateway_upstream_info_duration_seconds_count{code="OK",method="GetModelMetadata",model="mnist"}',
+    ):
+        assert name in text, name
     for name in (
         'gateway_requests_total{method="POST",route="/v1/models/{model}/predict",status="200"}',
         'gateway_request_duration_seconds_bucket{le="0.005",route="/v1/models/{model}/predict"}',

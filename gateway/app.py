@@ -162,6 +162,14 @@ def predict_openapi(request_body: dict[str, Any]) -> dict[str, Any]:
 
 
 IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+REQUEST_ID_PARAMETER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "echoed in the response's X-Request-ID (its first 128 characters); "
+    "one is generated when absent",
+}
 
 
 @hot.post(
@@ -340,7 +348,8 @@ def build_openapi(app: FastAPI, settings: Settings, envelope: Any):
 
     - PredictRequest: the predict body's type, the very one that validates it;
     - every `model` path parameter: an enum of the models served;
-    - every /v1 operation: the API key scheme, when keys are configured.
+    - every /v1 operation: the API key scheme, when keys are configured;
+    - every operation: the optional X-Request-ID header (echoed, at most 128 characters kept).
     """
 
     def openapi() -> dict[str, Any]:
@@ -363,7 +372,8 @@ def build_openapi(app: FastAPI, settings: Settings, envelope: Any):
             }
         for path, operations in schema["paths"].items():
             for operation in operations.values():
-                for parameter in operation.get("parameters", []):
+                operation.setdefault("parameters", []).append(REQUEST_ID_PARAMETER)
+                for parameter in operation["parameters"]:
                     if parameter["name"] == "model" and parameter["in"] == "path":
                         parameter["schema"] = {"type": "string", "enum": settings.model_names}
                 if settings.api_keys and path.startswith("/v1/"):

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.fixtures.processes import wait_until
+from tests.gateway.images import encode, transparent_png, white_webp
 
 pytestmark = pytest.mark.slow
 
@@ -35,27 +35,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **params)
-    return buffer.getvalue()
-
-
-def white_webp(side: int) -> bytes:
-    """All white but one stroke: a few KB of WebP, side x side pixels once decoded."""
-    image = Image.new("L", (side, side), 255)
-    ImageDraw.Draw(image).line([(side // 2, side // 5), (side // 2, 4 * side // 5)], 0, side // 40)
-    return encode(image, "WEBP", lossless=True, quality=100, method=0)
-
-
-def transparent_png(side: int) -> bytes:
-    """A canvas PNG: RGBA, transparent but one stroke; 4 bytes a pixel once decoded."""
-    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    stroke = (0, 0, 0, 255)
-    ImageDraw.Draw(image).line([(side // 3, side // 5), (side // 2, 4 * side // 5)], stroke, 20)
-    return encode(image, "PNG", optimize=True)
 
 
 @pytest.fixture(scope="module")

@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--burst-duration", type=float, default=10.0)
+    parser.add_argument(
+        "--only-burst", action="store_true", help="skip the JSON/PNG runs and the baseline"
+    )
     args = parser.parse_args(argv)
 
     model_dir = (args.model_repository / args.model_name).resolve()
@@ -232,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.duration:.0f}s per run after {args.warmup:.0f}s warm-up",
             flush=True,
         )
-        results["gateway json"] = load(predict, *bodies["json"], args)
-        results["gateway png"] = load(f"{predict}/image", *bodies["png"], args)
+        if not args.only_burst:
+            results["gateway json"] = load(predict, *bodies["json"], args)
+            results["gateway png"] = load(f"{predict}/image", *bodies["png"], args)
         rss_now, rss_peak = rss_mb(gateway.pid)
         burst_figures = burst(gateway_url, gateway.pid, work, args)
+        if args.only_burst:
+            print_burst(burst_figures, args)
+            return 0
         # The model server is not part of the baseline's run: give Flask the machine.
         gateway.stop()
         server.stop()
@@ -274,7 +281,15 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"\ngateway resident memory: {rss_now:.0f} MB now, {rss_peak:.0f} MB peak "
           f"(target <= {RSS_TARGET_MB:.0f} MB)")  # fmt: skip
-    b = burst_figures
+    print_burst(burst_figures, args)
+    print(f"load average (1/5 min): {' '.join(Path('/proc/loadavg').read_text().split()[:2])} "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"logs: {work}")
+    return 0
+
+
+def print_burst(b: dict, args) -> None:
+    """The burst's figures: uploads, /healthz idle and during, the gateway's RSS."""
     print(
         f"\nburst: {args.connections} connections, {args.burst_duration:.0f}s of "
         f"{BURST_SIDE}x{BURST_SIDE} uploads (WebP {b['file_kb'][0]} KB, RGBA PNG "
@@ -292,10 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         f"gateway RSS in the burst: {b['rss_before']:.0f} MB before, {b['rss_peak']:.0f} MB peak, "
         f"{b['rss_after']:.0f} MB after (target after <= {RSS_AFTER_BURST_TARGET_MB:.0f} MB)"
     )
-    print(f"load average (1/5 min): {' '.join(Path('/proc/loadavg').read_text().split()[:2])} "
-          f"on {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"logs: {work}")
-    return 0
 
 
 if __name__ == "__main__":

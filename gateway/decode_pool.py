@@ -10,6 +10,9 @@ cannot be stopped), still holding its place, so the bound stays true.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,15 @@ from gateway.errors import DeadlineExceededError, OverloadedError
 from gateway.memory import release_free_memory
 
 T = TypeVar("T")
+DECODER_NICENESS = 10
+
+
+def _yield_to_the_loop() -> None:
+    """Lower this decoder thread's scheduling priority (Linux: threads have their own nice
+    value), so the event loop's thread gets a core first: /healthz and small requests
+    stay fast while images decode."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
 
 
 class DecodePool:
@@ -27,7 +39,9 @@ class DecodePool:
     def __init__(self, workers: int, queue: int) -> None:
         self.workers = workers
         self.capacity = workers + queue
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="decode", initializer=_yield_to_the_loop
+        )
         self._in_flight = 0
 
     @property

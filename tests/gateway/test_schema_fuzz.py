@@ -60,7 +60,7 @@ def test_schemathesis_finds_no_server_error_no_schema_violation_and_no_warning(
             f"--max-examples={MAX_EXAMPLES}",
             "--seed=15",  # the same requests on every run: a failure reproduces
             "--generation-database=none",
-            "--workers=2",
+            "--workers=1",
             "--no-color",
         ],
         # Schemathesis keeps a crash cache (.schemathesis/) in its working directory.

@@ -1,10 +1,15 @@
 """Gateway benchmark: JSON and PNG requests end to end at 8 connections, against the
-seed tutorials' Flask + `model.predict` app in the same run.
+seed tutorials' Flask + `model.predict` app in the same run; then a burst of large images.
 
 Starts, on free loopback ports: the embedded model server (production batching config)
 with the gateway in front of it, and the Flask baseline on the same SavedModel. Drives
 each with `benchmarks/http_load.py` (its own process, closed loop, keep-alive), then
 prints requests/s, p50/p99, the ratio to the baseline, and the gateway's resident memory.
+
+The burst (issue 15): 8 connections upload images at the largest accepted size (4 MP) as
+small files, all-white WebP and transparent RGBA PNG with one stroke, while /healthz is
+probed every 20 ms; it reports the gateway's peak RSS, its RSS after, and /healthz's
+p50/p99 during the burst beside the same probe on the idle gateway.
 
     make bench-gateway            # or: python benchmarks/bench_gateway.py --duration 15
 """
@@ -18,6 +23,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -33,6 +40,10 @@ from tests.fixtures.serving import health_status  # noqa: E402
 TARGETS = {"json": 50.0, "png": 40.0}  # x the baseline's requests/s
 P99_TARGET_MS = 20.0
 RSS_TARGET_MB = 150.0
+HEALTHZ_P99_TARGET_MS = 50.0  # during the burst
+RSS_AFTER_BURST_TARGET_MB = 200.0
+BURST_SIDE = 2000  # 2000 x 2000: the default GATEWAY_MAX_IMAGE_PIXELS
+PROBE_INTERVAL = 0.02
 
 
 def latest_version(model_dir: Path) -> Path:
@@ -89,6 +100,82 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def probe_healthz(url: str, seconds: float) -> list[float]:
+    """GET /healthz every 20 ms for `seconds`, on one keep-alive connection; latencies ms."""
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(timeout=30) as client:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            client.get(f"{url}/healthz").raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(PROBE_INTERVAL)
+    return latencies
+
+
+def burst(gateway_url: str, pid: int, work: Path, args) -> dict:
+    """Large-image uploads on 8 connections while /healthz is probed and RSS sampled."""
+    from tests.gateway.images import transparent_png, white_webp
+
+    bodies = []
+    for name, data, content_type in (
+        ("burst.webp", white_webp(BURST_SIDE), "image/webp"),
+        ("burst.png", transparent_png(BURST_SIDE), "image/png"),
+    ):
+        (work / name).write_bytes(data)
+        bodies.append((work / name, content_type, len(data)))
+    idle = probe_healthz(gateway_url, args.burst_duration / 2)
+    rss_samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss_samples.append(rss_mb(pid)[0])
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    image_url = f"{gateway_url}/v1/models/{args.model_name}/predict/image"
+    loads = [
+        subprocess.Popen(
+            [
+                PYTHON, str(REPO_ROOT / "benchmarks" / "http_load.py"), image_url,
+                f"--body-file={path}", f"--content-type={content_type}",
+                f"--connections={args.connections // 2}", f"--duration={args.burst_duration}",
+                "--warmup=0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for path, content_type, _ in bodies
+    ]  # fmt: skip
+    during = probe_healthz(gateway_url, args.burst_duration)
+    results = [json.loads(load.communicate()[0].strip().splitlines()[-1]) for load in loads]
+    stop.set()
+    sampler.join()
+    time.sleep(1.0)  # let the last decodes finish and the pool trim
+    return {
+        "file_kb": [round(size / 1024) for _, _, size in bodies],
+        "uploads": sum(r["requests"] for r in results),
+        "uploads_per_s": sum(r["rps"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "error_kinds": sorted({kind for r in results for kind in r["error_kinds"]}),
+        "idle_p50": percentile(idle, 0.5),
+        "idle_p99": percentile(idle, 0.99),
+        "burst_p50": percentile(during, 0.5),
+        "burst_p99": percentile(during, 0.99),
+        "burst_max": max(during),
+        "rss_before": rss_samples[0],
+        "rss_peak": max(rss_samples),
+        "rss_after": rss_mb(pid)[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -100,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--burst-duration", type=float, default=10.0)
+    parser.add_argument(
+        "--only-burst", action="store_true", help="skip the JSON/PNG runs and the baseline"
+    )
     args = parser.parse_args(argv)
 
     model_dir = (args.model_repository / args.model_name).resolve()
@@ -144,9 +235,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.duration:.0f}s per run after {args.warmup:.0f}s warm-up",
             flush=True,
         )
-        results["gateway json"] = load(predict, *bodies["json"], args)
-        results["gateway png"] = load(f"{predict}/image", *bodies["png"], args)
+        if not args.only_burst:
+            results["gateway json"] = load(predict, *bodies["json"], args)
+            results["gateway png"] = load(f"{predict}/image", *bodies["png"], args)
         rss_now, rss_peak = rss_mb(gateway.pid)
+        burst_figures = burst(gateway_url, gateway.pid, work, args)
+        if args.only_burst:
+            print_burst(burst_figures, args)
+            return 0
         # The model server is not part of the baseline's run: give Flask the machine.
         gateway.stop()
         server.stop()
@@ -185,10 +281,32 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"\ngateway resident memory: {rss_now:.0f} MB now, {rss_peak:.0f} MB peak "
           f"(target <= {RSS_TARGET_MB:.0f} MB)")  # fmt: skip
+    print_burst(burst_figures, args)
     print(f"load average (1/5 min): {' '.join(Path('/proc/loadavg').read_text().split()[:2])} "
           f"on {os.cpu_count()} CPUs")  # fmt: skip
     print(f"logs: {work}")
     return 0
+
+
+def print_burst(b: dict, args) -> None:
+    """The burst's figures: uploads, /healthz idle and during, the gateway's RSS."""
+    print(
+        f"\nburst: {args.connections} connections, {args.burst_duration:.0f}s of "
+        f"{BURST_SIDE}x{BURST_SIDE} uploads (WebP {b['file_kb'][0]} KB, RGBA PNG "
+        f"{b['file_kb'][1]} KB): {b['uploads']} answered 200 ({b['uploads_per_s']:.1f}/s), "
+        f"{b['errors']} other {b['error_kinds']}"
+    )
+    print(f"| {'/healthz':<13} | {'p50 ms':>7} | {'p99 ms':>7} | target |")
+    print(f"|{'-' * 15}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    print(f"| {'idle':<13} | {b['idle_p50']:>7.1f} | {b['idle_p99']:>7.1f} |        |")
+    print(
+        f"| {'during burst':<13} | {b['burst_p50']:>7.1f} | {b['burst_p99']:>7.1f} "
+        f"| <={HEALTHZ_P99_TARGET_MS:.0f}  |"
+    )
+    print(
+        f"gateway RSS in the burst: {b['rss_before']:.0f} MB before, {b['rss_peak']:.0f} MB peak, "
+        f"{b['rss_after']:.0f} MB after (target after <= {RSS_AFTER_BURST_TARGET_MB:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

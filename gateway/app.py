@@ -1,71 +1,84 @@
 """The FastAPI app: a thin HTTP adapter over `DataPlane`.
 
-`create_app(settings)` builds everything; nothing happens at import time.
+`create_app(settings, upstream=..., feedback_store=...)` builds everything; nothing
+happens at import time. Tests pass a fake upstream to run the routes in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 
-from gateway.config import Settings, get_settings
+from gateway.config import MAX_LABEL_LENGTH, Settings, get_settings
 from gateway.dataplane import DataPlane
+from gateway.decode_pool import DecodePool
 from gateway.errors import (
-    ForbiddenError,
     InvalidInputError,
     MalformedRequestError,
     ModelNotFoundError,
-    UnauthenticatedError,
     UnsupportedMediaTypeError,
     error_body,
     install_error_handlers,
 )
-from gateway.inputs import parse_json_body
-from gateway.metrics import GatewayMetrics
-from gateway.middleware import RequestContextMiddleware
+from gateway.feedback_store import FeedbackStore, create_feedback_store
+from gateway.inputs import parse_predict_body
+from gateway.metrics import GatewayMetrics, MetricLabels
+from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from gateway.schemas import (
-    B64Instance,
     ErrorResponse,
     FeedbackItem,
     FeedbackResponse,
     HealthResponse,
     ModelPublic,
     ModelsPublic,
-    PredictRequest,
     PredictResponse,
     ReadyResponse,
+    predict_request_type,
 )
 from gateway.tfs_protos import load_messages
-from gateway.upstream import ServingClient
+from gateway.upstream import ServingClient, Upstream
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif")
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in {
-        400: "malformed body or prediction id",
-        401: "API key missing",
-        403: "API key wrong",
-        404: "unknown model, version or label",
-        413: "body, batch or image too large",
-        415: "unsupported media type",
-        422: "wrong shape, NaN, out-of-range values, undecodable image, no ink",
-        503: "model server unavailable (Retry-After)",
-        504: "model server deadline passed",
-    }.items()
+# TF Serving's version numbers are int64.
+MAX_VERSION = 2**63 - 1
+ERROR_DESCRIPTIONS = {
+    400: "malformed body or prediction id",
+    401: "API key missing",
+    403: "API key wrong",
+    404: "model not served here, or no such version or label",
+    408: "the body did not arrive in time",
+    409: "every prediction id was scored before",
+    410: "a prediction id is older than GATEWAY_FEEDBACK_MAX_AGE",
+    413: "body, batch or image too large",
+    415: "unsupported media type",
+    422: "wrong shape, type or range; undecodable image; no ink",
+    500: "unexpected error (logged)",
+    502: "the model server failed",
+    503: "model server, feedback store or decoders unavailable or full (Retry-After)",
+    504: "deadline passed",
 }
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses in the one error shape."""
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+COMMON_ERRORS = (401, 403, 408, 413, 500)
+PREDICT_ERRORS = error_responses(*COMMON_ERRORS, 400, 404, 415, 422, 502, 503, 504)
 
 
 async def get_dataplane(request: Request) -> DataPlane:
@@ -78,30 +91,6 @@ async def get_app_settings(request: Request) -> Settings:
 
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-
-
-async def require_api_key(
-    request: Request, api_key: Annotated[str | None, Depends(api_key_header)]
-) -> None:
-    """Dependency form of `check_api_key` (it also puts the scheme in the OpenAPI docs)."""
-    await check_api_key(request)
-
-
-async def check_api_key(request: Request) -> None:
-    """When GATEWAY_API_KEYS is set, require one of them (X-API-Key, or a Bearer token)."""
-    keys = request.app.state.settings.api_keys
-    if not keys:
-        return
-    offered = request.headers.get("x-api-key")
-    if not offered:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        offered = token.strip() if scheme.lower() == "bearer" else None
-    if not offered:
-        raise UnauthenticatedError("an API key is required: send it as X-API-Key")
-    # Compare against every key in constant time, so timing reveals nothing.
-    matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
-    if not any(matches):
-        raise ForbiddenError("the API key is not valid")
 
 
 def json_response(content: dict[str, Any], status_code: int = 200) -> Response:
@@ -117,81 +106,98 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
-# The predict routes take only the Request and read their parameters themselves: FastAPI's
-# per-request dependency solving cost more than the rest of the route (profiled), and
-# these are the routes under load. Their parameters and security are declared for the
-# OpenAPI docs by hand (PREDICT_PARAMETERS, openapi_extra).
-hot = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
-PREDICT_PARAMETERS = [
-    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
-    {
-        "name": "version",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1},
-        "description": "pin a version number",
-    },
-    {
-        "name": "label",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-        "description": "pin a label: stable|canary",
-    },
-]
-PREDICT_SECURITY = [{"APIKeyHeader": []}]
-
-
 def read_pins(request: Request) -> tuple[int | None, str | None]:
     """?version=N and ?label=L, validated (422 with what to send instead)."""
     params = request.query_params
     raw_version, label = params.get("version"), params.get("label")
     version = None
     if raw_version is not None:
-        if not raw_version.isdigit() or int(raw_version) < 1:
+        # isascii: str.isdigit() also accepts Arabic-Indic and full-width digits.
+        if not (raw_version.isascii() and raw_version.isdigit()) or not (
+            1 <= int(raw_version) <= MAX_VERSION
+        ):
             raise InvalidInputError(
-                f"?version= must be a positive integer such as 3, not {raw_version!r}"
+                f"?version= must be an integer from 1 to {MAX_VERSION}, such as 3; "
+                f"not {raw_version[:32]!r}"
             )
         version = int(raw_version)
-    if label is not None and not 1 <= len(label) <= 64:
-        raise InvalidInputError("?label= must be 1 to 64 characters, e.g. ?label=canary")
+    if label is not None and not 1 <= len(label) <= MAX_LABEL_LENGTH:
+        raise InvalidInputError(
+            f"?label= must be 1 to {MAX_LABEL_LENGTH} characters, e.g. ?label=canary"
+        )
+    if version is not None and label is not None:
+        raise InvalidInputError("give either ?version= or ?label=, not both")
     return version, label
+
+
+# The predict routes take only the Request and read their parameters themselves: FastAPI's
+# per-request dependency solving cost more than the rest of the route (profiled), and
+# these are the routes under load. Their parameters and bodies are declared for the
+# OpenAPI document by `predict_openapi`.
+hot = APIRouter(prefix="/v1")
+
+
+def predict_openapi(request_body: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra of a predict route: its pins and its request body."""
+    return {
+        "parameters": [
+            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                "description": "pin a version number (not with label)",
+            },
+            {
+                "name": "label",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH},
+                "description": "pin a version label such as stable or canary (not with version)",
+            },
+        ],
+        "requestBody": {"required": True, "content": request_body},
+    }
+
+
+IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+REQUEST_ID_PARAMETER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "echoed in the response's X-Request-ID (its first 128 characters); "
+    "one is generated when absent",
+}
 
 
 @hot.post(
     "/models/{model}/predict",
     response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
     summary="Predict digits from 28x28 arrays or base64 images",
-    openapi_extra={
-        "parameters": PREDICT_PARAMETERS,
-        "security": PREDICT_SECURITY,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
-            },
-        },
-    },
+    openapi_extra=predict_openapi(
+        {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}
+    ),
 )
 async def predict(request: Request) -> Response:
     """Body `{"instances": [...], "value_range": "0-1"|"0-255"}` (see PredictRequest)."""
-    await check_api_key(request)
-    version, label = read_pins(request)
-    model = request.path_params["model"]
-    dataplane: DataPlane = request.app.state.dataplane
     if media_type(request) not in ("application/json", ""):
         raise UnsupportedMediaTypeError(
             f"send the instances as application/json, not {media_type(request)}; "
             "upload image files to /predict/image"
         )
-    payload = parse_json_body(await request.body())
-    result = await dataplane.predict_instances(model, payload, version, label)
+    version, label = read_pins(request)
+    state = request.app.state
+    payload = parse_predict_body(
+        await request.body(), state.predict_envelope, state.settings.max_batch_size
+    )
+    result = await state.dataplane.predict_instances(
+        request.path_params["model"], payload, version, label
+    )
     result["request_id"] = request.state.request_id
     return json_response(result)
-
-
-IMAGE_SCHEMA = {"type": "string", "format": "binary"}
 
 
 async def read_multipart_file(request: Request, max_part_bytes: int) -> bytes:
@@ -214,35 +220,28 @@ async def read_multipart_file(request: Request, max_part_bytes: int) -> bytes:
 @hot.post(
     "/models/{model}/predict/image",
     response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
     summary="Predict the digit in one image file (photo, scan, canvas PNG)",
-    openapi_extra={
-        "parameters": PREDICT_PARAMETERS,
-        "security": PREDICT_SECURITY,
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": IMAGE_SCHEMA},
-                        "required": ["file"],
-                    }
-                },
-                **{image_type: {"schema": IMAGE_SCHEMA} for image_type in IMAGE_TYPES},
+    openapi_extra=predict_openapi(
+        {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": IMAGE_SCHEMA},
+                    "required": ["file"],
+                }
             },
-        },
-    },
+            **{image_type: {"schema": IMAGE_SCHEMA} for image_type in IMAGE_TYPES},
+        }
+    ),
 )
 async def predict_image(request: Request) -> Response:
     """A multipart field `file`, or a raw image/png|jpeg|webp|bmp|gif body."""
-    await check_api_key(request)
     version, label = read_pins(request)
-    model = request.path_params["model"]
-    dataplane: DataPlane = request.app.state.dataplane
-    settings: Settings = request.app.state.settings
+    state = request.app.state
     kind = media_type(request)
     if kind == "multipart/form-data":
-        data = await read_multipart_file(request, settings.max_body_bytes)
+        data = await read_multipart_file(request, state.settings.max_body_bytes)
     elif kind in IMAGE_TYPES:
         data = await request.body()
     else:
@@ -250,12 +249,20 @@ async def predict_image(request: Request) -> Response:
             f"unsupported media type {kind or '(none)'}: send multipart/form-data with a "
             f"'file' field, or a raw body of type {', '.join(IMAGE_TYPES)}"
         )
-    result = await dataplane.predict_image(model, data, version, label)
+    result = await state.dataplane.predict_image(request.path_params["model"], data, version, label)
     result["request_id"] = request.state.request_id
     return json_response(result)
 
 
-@v1.post("/feedback", response_model=FeedbackResponse, summary="Report the true label")
+v1 = APIRouter(prefix="/v1")
+
+
+@v1.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    responses=error_responses(*COMMON_ERRORS, 400, 409, 410, 422, 503),
+    summary="Report the true label of predictions",
+)
 async def feedback(
     body: Annotated[
         FeedbackItem | Annotated[list[FeedbackItem], Field(min_length=1, max_length=1000)],
@@ -263,13 +270,23 @@ async def feedback(
     ],
     dataplane: DataPlaneDep,
 ) -> FeedbackResponse:
-    """Score predictions against true labels; a forged or malformed id is a 400."""
+    """Score predictions against true labels, each prediction id once.
+
+    A forged or altered id is a 400, an expired one a 410 (the whole request is refused,
+    nothing is counted). An id scored before is a 409 on its own; in a list with new ids
+    it is reported as `duplicate` and not counted.
+    """
     items = body if isinstance(body, list) else [body]
-    results = dataplane.score_feedback([(item.prediction_id, item.label) for item in items])
-    return FeedbackResponse.model_validate({"accepted": len(results), "results": results})
+    scored = await dataplane.score_feedback([(item.prediction_id, item.label) for item in items])
+    return FeedbackResponse.model_validate(scored)
 
 
-@v1.get("/models", response_model=ModelsPublic, summary="Every model, its versions and states")
+@v1.get(
+    "/models",
+    response_model=ModelsPublic,
+    responses=error_responses(*COMMON_ERRORS, 502, 503, 504),
+    summary="Every model, its versions and states",
+)
 async def list_models(dataplane: DataPlaneDep, settings: SettingsDep) -> ModelsPublic:
     """GetModelStatus and GetModelMetadata for each model in GATEWAY_MODELS."""
 
@@ -283,7 +300,12 @@ async def list_models(dataplane: DataPlaneDep, settings: SettingsDep) -> ModelsP
     return ModelsPublic.model_validate({"models": described})
 
 
-@v1.get("/models/{model}", response_model=ModelPublic, summary="One model's versions")
+@v1.get(
+    "/models/{model}",
+    response_model=ModelPublic,
+    responses=error_responses(*COMMON_ERRORS, 404, 502, 503, 504),
+    summary="One model's versions",
+)
 async def get_model(model: str, dataplane: DataPlaneDep) -> ModelPublic:
     """Versions and states (GetModelStatus) and serving signatures (GetModelMetadata)."""
     return ModelPublic.model_validate(await dataplane.describe_model(model))
@@ -315,15 +337,20 @@ async def readyz(dataplane: DataPlaneDep, settings: SettingsDep) -> Response:
     return response
 
 
-@ops.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
     """Prometheus exposition of the gateway's metrics."""
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _openapi_with_request_schemas(app: FastAPI):
-    """OpenAPI plus the schemas of bodies the routes parse themselves (for speed)."""
+def build_openapi(app: FastAPI, settings: Settings, envelope: Any):
+    """The OpenAPI document, completed with what the fast routes validate by hand.
+
+    - PredictRequest: the predict body's type, the very one that validates it;
+    - every `model` path parameter: an enum of the models served;
+    - every /v1 operation: the API key scheme, when keys are configured;
+    - every operation: the optional X-Request-ID header (echoed, at most 128 characters kept).
+    """
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -331,31 +358,94 @@ def _openapi_with_request_schemas(app: FastAPI):
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (PredictRequest, B64Instance):
-            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(definition.pop("$defs", {}))
-            components[model.__name__] = definition
+        components = schema.setdefault("components", {})
+        definitions = components.setdefault("schemas", {})
+        predict_request = TypeAdapter(envelope).json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        definitions.update(predict_request.pop("$defs", {}))
+        definitions["PredictRequest"] = predict_request
+        if settings.api_keys:
+            components["securitySchemes"] = {
+                "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            }
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                operation.setdefault("parameters", []).append(REQUEST_ID_PARAMETER)
+                for parameter in operation["parameters"]:
+                    if parameter["name"] == "model" and parameter["in"] == "path":
+                        parameter["schema"] = {"type": "string", "enum": settings.model_names}
+                if settings.api_keys and path.startswith("/v1/"):
+                    operation["security"] = [{"APIKeyHeader": []}, {"Bearer": []}]
         app.openapi_schema = schema
         return schema
 
     return openapi
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway app; the gRPC channel opens when the app starts."""
+def add_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its files served from the installed swagger-ui-bundle-v2
+    package: the page must not load scripts from a CDN."""
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", docs, include_in_schema=False)
+
+
+def start_metrics_listener(settings: Settings, metrics: GatewayMetrics):
+    """/metrics on GATEWAY_METRICS_PORT, in a thread of its own (prometheus_client)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(
+        settings.metrics_port, addr=settings.host, registry=metrics.registry
+    )
+    return server
+
+
+def create_app(
+    settings: Settings | None = None,
+    upstream: Upstream | None = None,
+    feedback_store: FeedbackStore | None = None,
+) -> FastAPI:
+    """Build the gateway app; connections open when the app starts.
+
+    `upstream` (default: a gRPC ServingClient to GATEWAY_SERVING_TARGET) and
+    `feedback_store` (default: the one the settings choose) can be given, e.g. fakes.
+    """
     settings = settings or get_settings()
-    metrics = GatewayMetrics()
-    client = ServingClient(settings, load_messages(), metrics)
-    dataplane = DataPlane(settings, client, metrics)
+    metrics = GatewayMetrics(labels=MetricLabels(settings.model_names, settings.version_labels))
+    upstream = upstream or ServingClient(settings, load_messages(), metrics)
+    feedback_store = feedback_store or create_feedback_store(settings)
+    decode_pool = DecodePool(settings.decode_workers, settings.decode_queue)
+    dataplane = DataPlane(settings, upstream, metrics, feedback_store, decode_pool)
+    envelope = predict_request_type(settings.max_batch_size)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        await client.start()
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = start_metrics_listener(settings, metrics)
+        await upstream.start()
         try:
             yield
         finally:
-            await client.close()
+            await upstream.close()
+            await feedback_store.close()
+            decode_pool.shutdown()
+            if metrics_server is not None:
+                metrics_server.shutdown()
 
     app = FastAPI(
         title="MNIST gateway",
@@ -363,19 +453,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Preprocesses digits (arrays, photos, scans, canvas PNGs) and asks "
         "TF Serving over gRPC. Errors: {'error': {'code', 'message'}}.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_on else None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dataplane
+    app.state.predict_envelope = TypeAdapter(envelope)
     app.include_router(hot)
     app.include_router(v1)
     app.include_router(ops)
-    install_error_handlers(app)
+    if settings.metrics_port is None:
+        app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    if settings.docs_on:
+        add_docs(app)
+    install_error_handlers(app, settings.retry_after_seconds)
+    app.add_middleware(
+        ApiKeyMiddleware,
+        api_keys=[key.get_secret_value() for key in settings.api_keys],
+        metrics_keys=[key.get_secret_value() for key in settings.metrics_api_keys],
+    )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
         routes=app.router.routes,
     )
-    app.openapi = _openapi_with_request_schemas(app)
+    app.openapi = build_openapi(app, settings, envelope)
     return app

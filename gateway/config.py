@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_FEEDBACK_SECRET = "change-me"
+# A model name longer than this cannot be one the gateway serves; capping it keeps error
+# messages (and gRPC's metadata, which echoes them) small.
+MAX_MODEL_NAME_LENGTH = 64
+MAX_LABEL_LENGTH = 64
 
 
 class Settings(BaseSettings):
     """Everything the gateway reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+    # hide_input_in_errors: a settings error must never print the values it was given,
+    # which include the API keys, the feedback secret and the Redis URL's password.
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", extra="ignore", hide_input_in_errors=True
+    )
 
     # 0.0.0.0 so a container is reachable; the local stack and tests set 127.0.0.1.
     host: str = "0.0.0.0"
@@ -24,7 +33,9 @@ class Settings(BaseSettings):
 
     # Upstream (TF Serving or the embedded server), gRPC.
     serving_target: str = "localhost:8500"
-    request_timeout_seconds: float = Field(5.0, gt=0, description="deadline of each Predict")
+    request_timeout_seconds: float = Field(
+        5.0, gt=0, description="deadline of a predict request: preprocessing plus Predict"
+    )
     status_timeout_seconds: float = Field(2.0, gt=0, description="deadline of status calls")
     max_grpc_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     retry_after_seconds: int = Field(1, ge=0, description="Retry-After sent with a 503")
@@ -32,10 +43,21 @@ class Settings(BaseSettings):
     # Limits on what clients send.
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_batch_size: int = Field(64, ge=1)
-    max_image_pixels: int = Field(20_000_000, ge=784, description="decompression-bomb guard")
+    # A digit needs a few thousand pixels; 4 MP still takes a phone photo scaled for the
+    # web, and bounds what one decode costs (16 MB as RGBA).
+    max_image_pixels: int = Field(4_000_000, ge=784, description="decompression-bomb guard")
+    decode_workers: int = Field(2, ge=1, description="images decoded at once (threads)")
+    decode_queue: int = Field(16, ge=0, description="images that may wait for a worker")
+
+    # Connections. uvicorn has no read timeout: gateway/server.py adds the header timeout
+    # and the connection cap, the middleware the body timeout.
+    max_connections: int = Field(64, ge=1, description="open connections; more get a 503")
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    keep_alive_timeout_seconds: float = Field(5.0, gt=0)
 
     # Models and routing.
-    default_model: str = "mnist"
+    default_model: str = Field("mnist", min_length=1, max_length=MAX_MODEL_NAME_LENGTH)
     signature_name: str = "serving_default"
     # Un-pinned traffic goes to default_label (empty: the server's latest version), and
     # canary_percent of it to canary_label. With a canary share and no default label, the
@@ -44,19 +66,53 @@ class Settings(BaseSettings):
     canary_percent: float = Field(0.0, ge=0.0, le=100.0)
     canary_label: str = "canary"
     stable_label: str = "stable"
-    # GET /v1/models lists these (TF Serving has no "list models" call).
+    # The models the gateway serves (and GET /v1/models lists; TF Serving has no "list
+    # models" call): GATEWAY_MODELS, else the default model. Others are a 404.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # Security.
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    feedback_secret: str = PLACEHOLDER_FEEDBACK_SECRET
+    # Feedback: prediction ids are scored once, within feedback_max_age of their issue.
+    feedback_secret: SecretStr = SecretStr(PLACEHOLDER_FEEDBACK_SECRET)
+    feedback_max_age: timedelta = Field(timedelta(days=7), gt=timedelta(0))
+    # "redis": the shared record in GATEWAY_REDIS_URL. "local": an in-process record per
+    # replica. "auto": Redis when a URL is set; otherwise local in development, and a
+    # refusal to start in production.
+    feedback_dedup: Literal["auto", "redis", "local"] = "auto"
+    feedback_local_max_ids: int = Field(100_000, ge=1)
+    redis_url: SecretStr | None = None
+    redis_timeout_seconds: float = Field(0.5, gt=0)
 
-    @field_validator("api_keys", "models", mode="before")
+    # Security.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # /metrics: public on the API port by default; with keys it requires one of them, with
+    # a port it moves to its own listener (for a NetworkPolicy to fence).
+    metrics_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    # /docs and /openapi.json: on in development, off in production unless enabled.
+    docs_enabled: bool | None = None
+
+    @field_validator("api_keys", "metrics_api_keys", "models", mode="before")
     @classmethod
-    def split_api_keys(cls, value: object) -> object:
+    def split_comma_separated(cls, value: object) -> object:
         """Accept a comma-separated string, so `GATEWAY_API_KEYS=a,b` works."""
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("feedback_max_age", mode="before")
+    @classmethod
+    def read_seconds(cls, value: object) -> object:
+        """GATEWAY_FEEDBACK_MAX_AGE in seconds (604800), or ISO 8601 (P7D)."""
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def cap_model_names(cls, value: list[str]) -> list[str]:
+        """Model names are path segments; each one is capped like a request's."""
+        for name in value:
+            if len(name) > MAX_MODEL_NAME_LENGTH:
+                raise ValueError(f"model names are at most {MAX_MODEL_NAME_LENGTH} characters")
         return value
 
     @property
@@ -68,19 +124,52 @@ class Settings(BaseSettings):
 
     @property
     def model_names(self) -> list[str]:
-        """The models GET /v1/models reports: GATEWAY_MODELS, else the default model."""
+        """The models the gateway serves: GATEWAY_MODELS, else the default model."""
         return self.models or [self.default_model]
+
+    @property
+    def version_labels(self) -> set[str]:
+        """The version labels the gateway routes to by itself (metrics keep only these)."""
+        labels = {self.canary_label, self.stable_label, self.default_label}
+        return {label for label in labels if label}
+
+    @property
+    def feedback_store_kind(self) -> Literal["redis", "local"]:
+        """Where scored prediction ids are recorded."""
+        if self.feedback_dedup == "local" or self.redis_url is None:
+            return "local"
+        return "redis"
+
+    @property
+    def docs_on(self) -> bool:
+        """Whether /docs and /openapi.json are served."""
+        return self.env == "development" if self.docs_enabled is None else self.docs_enabled
 
     @model_validator(mode="after")
     def refuse_insecure_defaults(self) -> Settings:
-        """Production must not sign prediction ids with a secret everybody knows."""
-        if self.env == "production" and (
-            self.feedback_secret == PLACEHOLDER_FEEDBACK_SECRET or len(self.feedback_secret) < 16
-        ):
+        """Production must not sign prediction ids with a secret everybody knows, nor count
+        feedback per replica without saying so."""
+        secret = self.feedback_secret.get_secret_value()
+        if self.env == "production" and (secret == PLACEHOLDER_FEEDBACK_SECRET or len(secret) < 16):
             raise ValueError(
                 "GATEWAY_FEEDBACK_SECRET must be set to a random value of at least 16 "
                 "characters when GATEWAY_ENV=production"
             )
+        if self.feedback_dedup == "redis" and self.redis_url is None:
+            raise ValueError("GATEWAY_FEEDBACK_DEDUP=redis needs GATEWAY_REDIS_URL")
+        if self.env == "production" and self.feedback_dedup == "auto" and self.redis_url is None:
+            raise ValueError(
+                "GATEWAY_REDIS_URL is not set: in production feedback deduplication must be "
+                "shared by every replica. Set GATEWAY_REDIS_URL, or GATEWAY_FEEDBACK_DEDUP=local "
+                "to accept that each replica deduplicates on its own"
+            )
+        if self.metrics_port is not None and self.metrics_api_keys:
+            raise ValueError(
+                "set GATEWAY_METRICS_PORT (a listener to fence by network) or "
+                "GATEWAY_METRICS_API_KEYS (a key on the API port), not both"
+            )
+        if self.metrics_port == self.port:
+            raise ValueError("GATEWAY_METRICS_PORT must differ from GATEWAY_PORT")
         return self
 
 

@@ -5,7 +5,9 @@ Every error body has one shape: `{"error": {"code": "...", "message": "..."}}`.
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +56,27 @@ class PayloadTooLargeError(GatewayError):
     code = "payload_too_large"
 
 
+class RequestTimeoutError(GatewayError):
+    """The body did not arrive within GATEWAY_BODY_TIMEOUT_SECONDS: HTTP 408."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class DuplicateFeedbackError(GatewayError):
+    """Every prediction id in the feedback was scored before: HTTP 409."""
+
+    status_code = 409
+    code = "duplicate_feedback"
+
+
+class PredictionExpiredError(GatewayError):
+    """A prediction id is older than GATEWAY_FEEDBACK_MAX_AGE: HTTP 410."""
+
+    status_code = 410
+    code = "prediction_expired"
+
+
 class UnsupportedMediaTypeError(GatewayError):
     """The Content-Type is not one the route accepts: HTTP 415."""
 
@@ -89,6 +112,27 @@ class UpstreamUnavailableError(GatewayError):
     code = "upstream_unavailable"
 
 
+class OverloadedError(GatewayError):
+    """The gateway's own bound is full (image decoders, connections): HTTP 503, Retry-After."""
+
+    status_code = 503
+    code = "overloaded"
+
+
+class FeedbackStoreUnavailableError(GatewayError):
+    """The shared record of scored ids (Redis) cannot be reached: HTTP 503, Retry-After."""
+
+    status_code = 503
+    code = "feedback_store_unavailable"
+
+
+class DeadlineExceededError(GatewayError):
+    """Preprocessing used up the request's deadline: HTTP 504."""
+
+    status_code = 504
+    code = "deadline_exceeded"
+
+
 class UpstreamTimeoutError(GatewayError):
     """TF Serving did not answer before the deadline: HTTP 504."""
 
@@ -111,6 +155,25 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 def error_response(status: int, code: str, message: str, headers=None) -> JSONResponse:
     """A JSONResponse in the one error shape."""
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def raw_error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection, as bytes.
+
+    For answers given below the ASGI app (gateway/server.py): before a request exists
+    there is no app to ask.
+    """
+    body = json.dumps(error_body(code, message)).encode()
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def _describe_validation_error(error: RequestValidationError) -> str:
@@ -136,17 +199,20 @@ def status_for(error: Exception) -> tuple[int, str, str, dict[str, str]]:
     return 500, "internal", "internal error; see the gateway log", {}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that turn every exception into the one error shape."""
+def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    """Register the handlers that turn expected exceptions into the one error shape.
+
+    Unexpected exceptions are answered by RequestContextMiddleware: Starlette's own
+    handler for them re-raises after answering, and the server then drops the
+    keep-alive connection under the client.
+    """
 
     async def handle(request: Request, error: Exception) -> JSONResponse:
         status, code, message, headers = status_for(error)
-        if status >= 500 and not isinstance(error, GatewayError):
-            # Only genuine bugs get a traceback; upstream faults are expected conditions.
-            logger.error("unhandled error on %s", request.url.path, exc_info=error)
+        if status == 503:
+            headers = {"Retry-After": str(retry_after_seconds), **headers}
         return error_response(status, code, message, headers)
 
     app.add_exception_handler(GatewayError, handle)
     app.add_exception_handler(RequestValidationError, handle)
     app.add_exception_handler(StarletteHTTPException, handle)
-    app.add_exception_handler(Exception, handle)

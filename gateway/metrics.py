@@ -1,8 +1,16 @@
-"""The gateway's Prometheus metrics (names are an interface: see docs/CONTRACTS.md)."""
+"""The gateway's Prometheus metrics.
+
+Their names and labels are an interface (the rules in monitoring/rules/ and the dashboard
+read them); docs/CONTRACTS.md lists them. Label values come only from bounded sets: route
+templates, known methods, models and version labels from the settings, versions the model
+server answered with, classes 0-9. Anything a client typed that is not in those sets is
+recorded as "unknown", so no request can add series.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -12,13 +20,50 @@ LATENCY_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+UNKNOWN = "unknown"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class MetricLabels:
+    """Turns what a request named into label values from bounded sets."""
+
+    def __init__(self, models: Iterable[str] = (), version_labels: Iterable[str] = ()) -> None:
+        self.models = frozenset(models)
+        self.version_labels = frozenset(version_labels)
+        # Grows only with versions the model server answered with, never with a client's.
+        self._served: set[tuple[str, int]] = set()
+
+    def model(self, name: str) -> str:
+        """The model's name if the gateway serves it, else "unknown"."""
+        return name if name in self.models else UNKNOWN
+
+    def method(self, method: str) -> str:
+        """The HTTP method if it is a standard one, else "OTHER"."""
+        return method if method in HTTP_METHODS else "OTHER"
+
+    def served_version(self, model: str, version: int) -> str:
+        """The version that answered (remembered, so a later pin to it is known)."""
+        self._served.add((model, version))
+        return str(version)
+
+    def asked_version(self, model: str, version: int | None, label: str | None) -> str:
+        """What a call asked for, when nothing answered: a known version or label,
+        "latest" for an un-pinned call, else "unknown"."""
+        if version is not None:
+            return str(version) if (model, version) in self._served else UNKNOWN
+        if label:
+            return label if label in self.version_labels else UNKNOWN
+        return "latest"
 
 
 class GatewayMetrics:
     """One registry per app, so each app (and each test) starts from zero."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, labels: MetricLabels | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.labels = labels or MetricLabels()
         self.requests = Counter(
             "gateway_requests",
             "HTTP requests by route template, method and status code.",
@@ -39,10 +84,19 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Predict calls only: their count is each version's request rate in the rules, so
+        # status calls (readiness probes, GET /v1/models) must not add to it.
         self.upstream_duration = Histogram(
             "gateway_upstream_duration_seconds",
-            "Time of gRPC calls to the model server, by model, version and gRPC code.",
+            "Time of Predict calls to the model server, by model, version and gRPC code.",
             ["model", "version", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_info_duration = Histogram(
+            "gateway_upstream_info_duration_seconds",
+            "Time of GetModelStatus and GetModelMetadata calls, by model, method and gRPC code.",
+            ["model", "method", "code"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -65,6 +119,12 @@ class GatewayMetrics:
             ["model", "version", "outcome"],
             registry=self.registry,
         )
+        self.feedback_rejected = Counter(
+            "gateway_feedback_rejected",
+            "Feedback items not scored, by reason (duplicate|expired|invalid).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.version_label_info = Gauge(
             "gateway_version_label_info",
             "1 for the version a label (stable, canary) last resolved to, by model.",
@@ -77,7 +137,13 @@ class GatewayMetrics:
         self._label_lock = threading.Lock()
 
     def observe_version_label(self, model: str, label: str, version: int) -> None:
-        """Record that `label` of `model` resolved to `version` (for canary-vs-stable rules)."""
+        """Record that `label` of `model` resolved to `version` (for canary-vs-stable rules).
+
+        Only the labels the gateway routes to by itself are recorded.
+        """
+        if label not in self.labels.version_labels:
+            return
+        model = self.labels.model(model)
         current = str(version)
         with self._label_lock:
             previous = self._label_versions.get((model, label))

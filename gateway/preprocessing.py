@@ -12,7 +12,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from gateway.errors import (
     InvalidInputError,
@@ -30,10 +30,26 @@ WORKING_SIZE = 512
 # Below this contrast (0-255) between ink and paper, there is no digit to read.
 MIN_INK_CONTRAST = 40.0
 MIN_INK_PIXELS = 4
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# EXIF Orientation -> the transpose that displays the stored pixels upright.
+EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode image bytes with Pillow; refuse unknown formats and decompression bombs."""
+    """Decode image bytes with Pillow; refuse unknown formats and decompression bombs.
+
+    The size is checked from the header before any pixel is decoded. JPEGs are decoded at
+    the smallest scale (1/2, 1/4, 1/8) that still covers WORKING_SIZE, and that is the size
+    checked, so a phone photo costs what its reduced size costs.
+    """
     if not data:
         raise InvalidInputError("the image is empty")
     try:
@@ -41,15 +57,18 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             # Pillow warns (rather than raises) between 1x and 2x its own global limit.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLargeError(
-                    f"the image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels}"
-                )
             if image.format not in ACCEPTED_FORMATS:
                 raise UnsupportedMediaTypeError(
                     f"image format {image.format} is not accepted; send PNG, JPEG, WebP, BMP or GIF"
+                )
+            if image.format in ("JPEG", "MPO"):
+                image.draft(image.mode, (WORKING_SIZE, WORKING_SIZE))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLargeError(
+                    f"the image is {width}x{height} = {width * height:,} pixels, over the "
+                    f"limit of {max_pixels:,} pixels (GATEWAY_MAX_IMAGE_PIXELS); a digit needs "
+                    "far fewer: scale the image down before sending it"
                 )
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -63,18 +82,36 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def shrink(image: Image.Image) -> Image.Image:
+    """Scale down (BOX) so the longer side is at most WORKING_SIZE; alpha is premultiplied."""
+    if max(image.size) <= WORKING_SIZE:
+        return image
+    image = image.copy()
+    image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
+    return image
+
+
 def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Apply EXIF orientation, flatten alpha onto white, and return float32 gray 0-255."""
-    image = ImageOps.exif_transpose(image) or image
+    """Shrink, flatten alpha onto white, apply EXIF orientation; return float32 gray 0-255.
+
+    Shrinking comes first, so the copies the other steps make are small whatever the
+    upload's size. 16-bit grayscale is scaled to 0-255, never clipped.
+    """
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    if image.mode in SIXTEEN_BIT_MODES:
+        # convert("L") clips at 255 instead of scaling: grey 16-bit ink would turn white.
+        # Scaled and rounded to 8 bits, an image that was 8-bit gives back its own levels.
+        levels = np.asarray(image, dtype=np.float32) / 257.0
+        image = Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = shrink(image.convert("RGBA"))
         # A canvas PNG is strokes on transparency: transparent means paper, i.e. white.
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    gray = image.convert("L")
-    if max(gray.size) > WORKING_SIZE:
-        gray = gray.copy()
-        gray.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
+        gray = Image.alpha_composite(white, rgba).convert("L")
+    else:
+        gray = shrink(image.convert("L"))
+    if orientation in EXIF_TRANSPOSE:
+        gray = gray.transpose(EXIF_TRANSPOSE[orientation])
     return np.asarray(gray, dtype=np.float32)
 
 
@@ -165,7 +202,7 @@ def center_by_mass(digit: np.ndarray, size: int = MNIST_SIZE) -> np.ndarray:
     return canvas
 
 
-def prepare_image(data: bytes, max_pixels: int = 20_000_000) -> np.ndarray:
+def prepare_image(data: bytes, max_pixels: int = 4_000_000) -> np.ndarray:
     """Image bytes -> float32 [28, 28] in [0, 1], light digit on black, MNIST-style."""
     image = decode_image(data, max_pixels)
     ink = to_light_on_dark(to_grayscale(image))

@@ -20,12 +20,13 @@ class VersionRouter:
         self._random = rng or random.Random()
 
     def select(self, version: int | None, label: str | None) -> tuple[VersionSelector, bool]:
-        """Return the selector and whether it was picked by the canary split."""
+        """Return the selector and whether it was picked by the canary split.
+
+        `version` and `label` come validated from the query (gateway/app.py read_pins).
+        """
         if version is not None and label is not None:
             raise InvalidInputError("give either ?version= or ?label=, not both")
         if version is not None:
-            if version < 1:
-                raise InvalidInputError("?version= must be a positive integer")
             return VersionSelector(version=version), False
         if label is not None:
             return VersionSelector(label=label), False

@@ -2,27 +2,79 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class B64Instance(BaseModel):
     """An image file (PNG, JPEG, WebP, BMP, GIF), base64-encoded."""
 
-    b64: str = Field(description="base64 of the image file's bytes")
+    model_config = ConfigDict(extra="forbid")
+
+    b64: str = Field(
+        description="base64 of the image file's bytes",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
 
 
-class PredictRequest(BaseModel):
-    """Up to GATEWAY_MAX_BATCH_SIZE instances: 28x28 arrays, flat 784 arrays or images."""
+def pixel_array_schemas(maximum: int) -> list[dict[str, Any]]:
+    """JSON Schemas of the two array forms of an instance, with values in [0, maximum].
 
-    instances: list[list[list[float]] | list[float] | B64Instance] = Field(
+    Arrays are checked by numpy, not pydantic (784 numbers per instance, on the hot path);
+    gateway/inputs.py enforces exactly these shapes and bounds (JSON booleans are not
+    numbers there either).
+    """
+    number = {"type": "number", "minimum": 0, "maximum": maximum}
+    row = {"type": "array", "items": number, "minItems": 28, "maxItems": 28}
+    return [
+        {"title": "28x28 pixels", "type": "array", "items": row, "minItems": 28, "maxItems": 28},
+        {"title": "784 pixels", "type": "array", "items": number, "minItems": 784, "maxItems": 784},
+    ]
+
+
+def _instances_field(max_batch: int, maximum: int) -> Any:
+    # B64Instance inlined: pydantic resolves no $ref of its own inside json_schema_extra.
+    items = {"anyOf": [*pixel_array_schemas(maximum), B64Instance.model_json_schema()]}
+    return Field(
         min_length=1,
-        description="each a 28x28 array, a flat list of 784 numbers, or {'b64': ...}",
+        max_length=max_batch,
+        description=f"1 to {max_batch} instances: 28x28 arrays, flat lists of 784 numbers, "
+        f"or {{'b64': ...}} images; numbers in [0, {maximum}]",
+        json_schema_extra={"items": items},
     )
-    value_range: Literal["0-1", "0-255"] = Field(
-        "0-1", description="the range of array values; never guessed"
-    )
+
+
+def _value_range_tag(body: Any) -> str | None:
+    """Which variant a body is, by its value_range ("0-1" when absent)."""
+    value = body.get("value_range", "0-1") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def predict_request_type(max_batch: int) -> Any:
+    """The predict body's type: one variant per value_range, each bounding its numbers.
+
+    Built per app, since the batch limit is a setting. It validates the envelope (the
+    instance count, value_range); the same type renders the OpenAPI schema.
+    """
+
+    class PredictRequestUnitRange(BaseModel):
+        """Pixel values in [0, 1] (value_range "0-1", the default)."""
+
+        instances: list[Any] = _instances_field(max_batch, 1)
+        value_range: Literal["0-1"] = Field("0-1", description="the range of array values")
+
+    class PredictRequestByteRange(BaseModel):
+        """Pixel values in [0, 255] (value_range "0-255")."""
+
+        instances: list[Any] = _instances_field(max_batch, 255)
+        value_range: Literal["0-255"] = Field(description="the range of array values")
+
+    return Annotated[
+        Annotated[PredictRequestUnitRange, Tag("0-1")]
+        | Annotated[PredictRequestByteRange, Tag("0-255")],
+        Discriminator(_value_range_tag),
+    ]
 
 
 class Prediction(BaseModel):
@@ -48,21 +100,31 @@ class PredictResponse(BaseModel):
 class FeedbackItem(BaseModel):
     """The true label of a prediction the gateway made."""
 
-    prediction_id: str = Field(min_length=1, max_length=512)
+    # strict: a label is an integer 0-9, never true or "7".
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    prediction_id: str = Field(
+        min_length=1,
+        max_length=512,
+        description="the prediction_id of a predict response, unchanged",
+    )
     label: int = Field(ge=0, le=9, description="the digit the image really shows")
 
 
 class FeedbackResult(BaseModel):
-    """Whether the prediction was right."""
+    """What became of one feedback item: scored (correct|incorrect), or a duplicate."""
 
     prediction_id: str
-    outcome: Literal["correct", "incorrect"]
+    outcome: Literal["correct", "incorrect", "duplicate"] = Field(
+        description="duplicate: the id was scored before, and this item was not counted"
+    )
 
 
 class FeedbackResponse(BaseModel):
-    """How many feedback items were scored, and each outcome."""
+    """How many items were scored (accepted) and how many were duplicates, per item."""
 
-    accepted: int
+    accepted: int = Field(description="items scored now")
+    duplicates: int = Field(0, description="items whose id was scored before; not counted")
     results: list[FeedbackResult]
 
 
@@ -112,12 +174,20 @@ class HealthResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    """Readiness: the model server answers and the default model has an AVAILABLE version."""
+    """Readiness: the model server answers and the default model has an AVAILABLE version.
+
+    The feedback store does not decide readiness (predictions work without it); its state
+    is reported in `feedback_dedup` and `warnings`.
+    """
 
     ready: bool
     model: str
     available_versions: list[int] = []
     reason: str = ""
+    feedback_dedup: Literal["redis", "local"] = Field(
+        description="where scored prediction ids are recorded: shared (redis) or this replica"
+    )
+    warnings: list[str] = []
 
 
 class ErrorDetail(BaseModel):

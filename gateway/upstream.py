@@ -8,9 +8,10 @@ TF Serving pod behind a headless Service.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -35,6 +36,7 @@ from gateway.tfs_protos import (
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+logger = logging.getLogger("gateway")
 
 
 def service_config() -> dict[str, Any]:
@@ -109,7 +111,12 @@ class VersionStatus:
 
 
 def map_rpc_error(error: grpc.aio.AioRpcError, model: str, selector: VersionSelector, settings):
-    """Turn a gRPC status into the gateway's exception (404, 400/422, 503, 504, 502)."""
+    """Turn a gRPC status into the gateway's exception (404, 400/422, 503, 504, 502).
+
+    The model server's details are passed on for the client's own mistakes (an unknown
+    version, a bad input); for faults they are only logged, since gRPC's connection
+    errors name internal addresses.
+    """
     code = error.code()
     details = error.details() or code.name
     if code == grpc.StatusCode.NOT_FOUND:
@@ -121,6 +128,7 @@ def map_rpc_error(error: grpc.aio.AioRpcError, model: str, selector: VersionSele
         return InvalidInputError(f"the model rejected the input: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION and selector.label:
         return ModelNotFoundError(f"model {model!r} has no {selector.describe()}: {details}")
+    logger.warning("model server call for %r failed: %s: %s", model, code.name, details)
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
     # The gateway never cancels its own calls, so CANCELLED means the server went away
     # mid-call (gRPC ends calls pending at server shutdown so: grpc/grpc#41785).
@@ -130,13 +138,44 @@ def map_rpc_error(error: grpc.aio.AioRpcError, model: str, selector: VersionSele
         grpc.StatusCode.CANCELLED,
     ):
         return UpstreamUnavailableError(
-            f"the model server is unavailable ({code.name}): {details}", headers=retry_after
+            f"the model server is unavailable ({code.name}); retry shortly", headers=retry_after
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return UpstreamTimeoutError(
-            f"the model server did not answer within {settings.request_timeout_seconds}s"
+            f"the model server did not answer within {settings.request_timeout_seconds}s "
+            "(GATEWAY_REQUEST_TIMEOUT_SECONDS)"
         )
-    return UpstreamError(f"the model server failed ({code.name}): {details}")
+    return UpstreamError(f"the model server failed ({code.name}); see the gateway log")
+
+
+class Upstream(Protocol):
+    """What the gateway needs of a model server; `ServingClient` is the real one."""
+
+    async def start(self) -> None:
+        """Open connections (inside the running event loop)."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
+        ...
+
+    async def predict(
+        self, model: str, selector: VersionSelector, batch: np.ndarray, timeout: float
+    ) -> PredictResult:
+        """Probabilities [N, 10] for a float32 [N, 28, 28] batch, and the serving version."""
+        ...
+
+    async def model_status(
+        self, model: str, selector: VersionSelector | None = None
+    ) -> list[VersionStatus]:
+        """Every version the server knows for `model`, with its state."""
+        ...
+
+    async def model_signatures(
+        self, model: str, selector: VersionSelector | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """(version, {signature: {method_name, inputs, outputs}}) of the served version."""
+        ...
 
 
 class ServingClient:
@@ -147,6 +186,7 @@ class ServingClient:
         self.messages = messages
         self.metrics = metrics
         self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[str, Any] = {}
 
     async def start(self) -> None:
         """Open the channel (inside the running event loop)."""
@@ -154,21 +194,22 @@ class ServingClient:
         self._channel = grpc.aio.insecure_channel(
             self.settings.serving_target, options=channel_options(self.settings)
         )
-        self._predict = self._channel.unary_unary(
-            PREDICT_METHOD,
-            request_serializer=m.PredictRequest.SerializeToString,
-            response_deserializer=m.PredictResponse.FromString,
-        )
-        self._status = self._channel.unary_unary(
-            GET_MODEL_STATUS_METHOD,
-            request_serializer=m.GetModelStatusRequest.SerializeToString,
-            response_deserializer=m.GetModelStatusResponse.FromString,
-        )
-        self._metadata = self._channel.unary_unary(
-            GET_MODEL_METADATA_METHOD,
-            request_serializer=m.GetModelMetadataRequest.SerializeToString,
-            response_deserializer=m.GetModelMetadataResponse.FromString,
-        )
+        self._stubs = {
+            method: self._channel.unary_unary(
+                method,
+                request_serializer=request.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+            for method, request, response in (
+                (PREDICT_METHOD, m.PredictRequest, m.PredictResponse),
+                (GET_MODEL_STATUS_METHOD, m.GetModelStatusRequest, m.GetModelStatusResponse),
+                (
+                    GET_MODEL_METADATA_METHOD,
+                    m.GetModelMetadataRequest,
+                    m.GetModelMetadataResponse,
+                ),
+            )
+        }
 
     async def close(self) -> None:
         """Close the channel, letting in-flight calls finish for a moment."""
@@ -183,32 +224,46 @@ class ServingClient:
         elif selector.label:
             spec.version_label = selector.label
 
-    async def _call(self, stub, request, timeout, model, selector) -> Any:
-        started = time.perf_counter()
-        try:
-            return await stub(request, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            # A failed call has no serving version; label it with what was asked for.
-            asked = str(selector.version or selector.label or "latest")
-            self.metrics.upstream_duration.labels(model, asked, error.code().name).observe(
-                time.perf_counter() - started
-            )
-            raise map_rpc_error(error, model, selector, self.settings) from None
+    async def _call(self, method: str, request, timeout, model, selector) -> Any:
+        """Make one call; time it, whatever its outcome, with one labelling rule.
 
-    async def predict(self, model: str, selector: VersionSelector, batch: np.ndarray):
-        """Run serving_default on a float32 [N, 28, 28] batch; return the probabilities."""
+        model: the name if the gateway serves it, else "unknown". version (Predict): the
+        version that answered, else what was asked for (see MetricLabels.asked_version).
+        Predict calls go to gateway_upstream_duration_seconds, status calls to
+        gateway_upstream_info_duration_seconds.
+        """
+        labels = self.metrics.labels
+        started = time.perf_counter()
+        code, response = "OK", None
+        try:
+            response = await self._stubs[method](request, timeout=timeout)
+            return response
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+            raise map_rpc_error(error, model, selector, self.settings) from None
+        finally:
+            elapsed = time.perf_counter() - started
+            model_label = labels.model(model)
+            if method == PREDICT_METHOD:
+                if response is not None:
+                    version = labels.served_version(model, response.model_spec.version.value)
+                else:
+                    version = labels.asked_version(model, selector.version, selector.label)
+                self.metrics.upstream_duration.labels(model_label, version, code).observe(elapsed)
+            else:
+                name = method.rsplit("/", 1)[-1]
+                self.metrics.upstream_info_duration.labels(model_label, name, code).observe(elapsed)
+
+    async def predict(
+        self, model: str, selector: VersionSelector, batch: np.ndarray, timeout: float
+    ) -> PredictResult:
+        """Run the signature on a float32 [N, 28, 28] batch; return the probabilities."""
         request = self.messages.PredictRequest()
         self._fill_spec(request.model_spec, model, selector)
         request.model_spec.signature_name = self.settings.signature_name
         fill_float_tensor(request.inputs[INPUT_NAME], batch)
-        started = time.perf_counter()
-        response = await self._call(
-            self._predict, request, self.settings.request_timeout_seconds, model, selector
-        )
+        response = await self._call(PREDICT_METHOD, request, timeout, model, selector)
         version = int(response.model_spec.version.value)
-        self.metrics.upstream_duration.labels(model, str(version), "OK").observe(
-            time.perf_counter() - started
-        )
         if OUTPUT_NAME not in response.outputs:
             raise UpstreamError(
                 f"the model's {self.settings.signature_name} signature has no "
@@ -225,7 +280,11 @@ class ServingClient:
         request = self.messages.GetModelStatusRequest()
         self._fill_spec(request.model_spec, model, selector)
         response = await self._call(
-            self._status, request, self.settings.status_timeout_seconds, model, selector
+            GET_MODEL_STATUS_METHOD,
+            request,
+            self.settings.status_timeout_seconds,
+            model,
+            selector,
         )
         return [
             VersionStatus(
@@ -244,7 +303,11 @@ class ServingClient:
         self._fill_spec(request.model_spec, model, selector)
         request.metadata_field.append("signature_def")
         response = await self._call(
-            self._metadata, request, self.settings.status_timeout_seconds, model, selector
+            GET_MODEL_METADATA_METHOD,
+            request,
+            self.settings.status_timeout_seconds,
+            model,
+            selector,
         )
         if "signature_def" not in response.metadata:
             return int(response.model_spec.version.value), {}

@@ -288,12 +288,13 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
             check_gateway_ready(environment.host)
         if GrpcPredictUser in environment.user_classes:
             enable_grpc_gevent()
+            check_grpc_target_ready(options.grpc_target)
             source = grpc_client.import_messages().source
             logger.info("gRPC user calls %s with protos from %s", options.grpc_target, source)
         environment.load_context = build_context(options)
     except (ValueError, ImportError) as error:
         sys.exit(f"load test configuration error: {error}")
-    except GatewayNotReadyError as error:
+    except (GatewayNotReadyError, GrpcTargetNotReadyError) as error:
         sys.exit(str(error))
     logger.info(
         "users: %s",
@@ -323,6 +324,28 @@ def check_gateway_ready(host: str | None, timeout: float = 5.0) -> None:
         f"gateway not ready at {url}: {detail}; start the stack with `make up`, "
         "or point HOST at a running gateway"
     )
+
+
+class GrpcTargetNotReadyError(Exception):
+    """The model server's gRPC port did not accept a connection before the run."""
+
+
+def check_grpc_target_ready(target: str, timeout: float = 5.0) -> None:
+    """Fail fast when the gRPC user's target does not answer, as check_gateway_ready does
+    for the gateway: a run against nothing would only count "connection refused"."""
+    import grpc
+
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise GrpcTargetNotReadyError(
+            f"model server not reachable at {target} (gRPC) within {timeout:g}s; start the "
+            "stack with `make up`, point LOAD_GRPC_TARGET at a running model server, or "
+            "leave the gRPC user out with LOAD_WEIGHT_GRPC=0"
+        ) from None
+    finally:
+        channel.close()
 
 
 _GEVENT_GRPC_ENABLED = False

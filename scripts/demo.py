@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="mnist")
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--replay", action="store_true", help="send the feedback twice: the second is refused"
+    )
     args = parser.parse_args(argv)
 
     images, labels = load_digits(args.count, args.seed)
@@ -65,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             response.raise_for_status()
             uploads.append(response.json())
-        feedback = client.post(
-            f"{args.gateway_url}/v1/feedback",
-            json=[
-                {"prediction_id": p["prediction_id"], "label": int(label)}
-                for p, label in zip(array_predictions, labels, strict=True)
-            ],
-        ).json()
+        items = [
+            {"prediction_id": p["prediction_id"], "label": int(label)}
+            for p, label in zip(array_predictions, labels, strict=True)
+        ]
+        feedback_url = f"{args.gateway_url}/v1/feedback"
+        feedback = client.post(feedback_url, json=items).json()
+        # Each prediction id is scored once: the same feedback again counts for nothing.
+        replayed = client.post(feedback_url, json=items) if args.replay else None
 
     print(f"\n{len(images)} real MNIST digits through {args.gateway_url} (model {args.model})\n")
     header = f"{'#':>2}  {'true':>4}  {'array':>5} {'conf':>6}  {'png':>5} {'conf':>6}  version"
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         f"version {version}; feedback sent: {outcomes.count('correct')} correct, "
         f"{outcomes.count('incorrect')} incorrect"
     )
+    if replayed is not None:
+        code = replayed.json().get("error", {}).get("code", "accepted")
+        print(f"the same feedback sent again: {replayed.status_code} {code}")
     print(f"API docs: {args.gateway_url}/docs   metrics: {args.gateway_url}/metrics")
     return 0
 

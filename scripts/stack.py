@@ -4,7 +4,10 @@ Every service is a background process whose log (`<name>.log`) and pid (`<name>.
 live in one run directory. `up` starts the services in order, waits for each to be ready
 by polling, and prints the URLs; `down` stops them in reverse order.
 
-To add a service (Prometheus, the Pushgateway...), append a `Service` to `services()`;
+Redis starts first when `redis-server` is installed (`make redis-bin`), and the gateway
+then records scored feedback there; without it the gateway falls back to its in-process
+record and says so. To add a service (Prometheus, the Pushgateway...), append a
+`Service` to `services()`;
 give it `required=False` and an `available` check so `up` skips it when its binary is
 missing.
 """
@@ -18,13 +21,14 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +48,7 @@ class StackConfig:
     # monitoring/prometheus.yml scrapes the default ports above and the Pushgateway's.
     prometheus_port: int = 9090
     pushgateway_port: int = 9091
+    redis_port: int = 6379
     timeout: float = 180.0
 
     @property
@@ -65,7 +70,8 @@ class Service:
     urls: list[str]
     # A string that must appear in /proc/<pid>/cmdline: guards against a recycled pid.
     marker: str
-    env: dict[str, str] = field(default_factory=dict)
+    # Called when the service starts (not when `status` or `down` list services).
+    env: Callable[[], dict[str, str]] = dict
     required: bool = True
     available: Callable[[], bool] = lambda: True
     # Run once the service is ready (e.g. seed it with data that predates it).
@@ -93,12 +99,59 @@ def model_available(config: StackConfig) -> bool:
 
 
 def feedback_secret(run_dir: Path) -> str:
-    """A random secret kept in the run directory, so ids stay valid across restarts."""
+    """A random secret kept in the run directory, so ids stay valid across restarts.
+
+    Created by `up` when the gateway starts; listing services never writes it.
+    """
     path = run_dir / "feedback_secret"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def redis_answers(port: int) -> bool:
+    """Redis answers PING on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_service(config: StackConfig) -> Service:
+    """Debian's redis-server, in memory only: the gateways' record of scored feedback."""
+    binary = shutil.which("redis-server")
+    # No snapshots, no append-only file: the record lives as long as the stack.
+    options = {"port": config.redis_port, "bind": "127.0.0.1", "save": "", "appendonly": "no"}
+    args = [binary or "redis-server", "--dir", str(config.run_dir)]
+    for name, value in options.items():
+        args += [f"--{name}", str(value)]
+    return Service(
+        name="redis",
+        args=args,
+        ready=lambda: redis_answers(config.redis_port),
+        urls=[f"redis               redis://127.0.0.1:{config.redis_port}/0  (feedback dedup)"],
+        marker="redis-server",
+        required=False,
+        available=lambda: binary is not None,
+    )
+
+
+def gateway_env(config: StackConfig, redis: Service) -> dict[str, str]:
+    """The gateway's settings; Redis when it runs, else the per-process fallback."""
+    env = {
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(config.gateway_port),
+        "GATEWAY_SERVING_TARGET": f"127.0.0.1:{config.grpc_port}",
+        "GATEWAY_DEFAULT_MODEL": config.model_name,
+        "GATEWAY_ENV": "development",
+        "GATEWAY_FEEDBACK_SECRET": feedback_secret(config.run_dir),
+    }
+    if running_pid(config, redis) is not None:
+        env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{config.redis_port}/0"
+    return env
 
 
 def services(config: StackConfig) -> list[Service]:
@@ -121,11 +174,13 @@ def services(config: StackConfig) -> list[Service]:
         ]
     if (serving_config / "monitoring.config").exists():
         model_server_args.append(f"--monitoring_config_file={serving_config / 'monitoring.config'}")
+    redis = redis_service(config)
     return [
+        redis,
         Service(
             name="model-server",
             args=model_server_args,
-            env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+            env=lambda: {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
             ready=lambda: model_available(config),
             urls=[
                 f"model server gRPC   127.0.0.1:{config.grpc_port}",
@@ -137,14 +192,7 @@ def services(config: StackConfig) -> list[Service]:
         Service(
             name="gateway",
             args=[PYTHON, "-m", "gateway"],
-            env={
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(config.gateway_port),
-                "GATEWAY_SERVING_TARGET": f"127.0.0.1:{config.grpc_port}",
-                "GATEWAY_DEFAULT_MODEL": config.model_name,
-                "GATEWAY_ENV": "development",
-                "GATEWAY_FEEDBACK_SECRET": feedback_secret(config.run_dir),
-            },
+            env=lambda: gateway_env(config, redis),
             ready=lambda: http_ok(f"{config.gateway_url}/readyz"),
             urls=[
                 f"gateway             {config.gateway_url}  (API docs: {config.gateway_url}/docs)",
@@ -239,7 +287,7 @@ def start(config: StackConfig, service: Service) -> subprocess.Popen | None:
             service.args,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **service.env},
+            env={**os.environ, **service.env()},
             cwd=REPO_ROOT,
             start_new_session=True,
         )
@@ -367,6 +415,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
     parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--pushgateway-port", type=int, default=9091)
+    parser.add_argument("--redis-port", type=int, default=6379)
     parser.add_argument("--timeout", type=float, default=180.0, help="per-service readiness")
     args = parser.parse_args(argv)
     return args.command, StackConfig(
@@ -378,6 +427,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
         gateway_port=args.gateway_port,
         prometheus_port=args.prometheus_port,
         pushgateway_port=args.pushgateway_port,
+        redis_port=args.redis_port,
         timeout=args.timeout,
     )
 

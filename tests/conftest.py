@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.serving",
     "tests.fixtures.monitoring",
     "tests.fixtures.gateway",
+    "tests.fixtures.redis",
 ]

@@ -4,6 +4,7 @@ directory, serving the fixture model, then scripts/demo.py through the gateway."
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         f"--gateway-port={gateway_port}",
         f"--prometheus-port={free_port()}",
         f"--pushgateway-port={pushgateway_port}",
+        f"--redis-port={free_port()}",
     ]
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     try:
@@ -49,8 +51,11 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"{gateway_url}  (API docs: {gateway_url}/docs)" in up.stdout
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
-        # Prometheus and the Pushgateway join when their binaries are installed.
+        # Redis, Prometheus and the Pushgateway join when their binaries are installed.
         assert {"model-server", "gateway"} <= set(pids)
+        ready = httpx.get(f"{gateway_url}/readyz").json()
+        if shutil.which("redis-server"):
+            assert "redis" in pids and ready["feedback_dedup"] == "redis", ready
         assert (run_dir / "gateway.log").exists() and (run_dir / "model-server.log").exists()
         assert httpx.get(f"{gateway_url}/readyz").status_code == 200
         if "pushgateway" in pids:
@@ -70,6 +75,10 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         rows = [line for line in demo.stdout.splitlines() if re.match(r"^\s*\d+\s+\d\s+\d\s", line)]
         assert len(rows) == 6, demo.stdout
         assert "feedback sent" in demo.stdout
+        # The demo's feedback was recorded: the same ids again are duplicates, not counted.
+        again = run("scripts/demo.py", f"--gateway-url={gateway_url}", "--count=6", "--replay")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "sent again: 409 duplicate_feedback" in again.stdout, again.stdout
 
         status = run(*stack[:1], "status", *stack[1:])
         assert status.returncode == 0 and status.stdout.count(" ready ") == len(pids)
@@ -80,3 +89,12 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
     assert not list(run_dir.glob("*.pid"))
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{gateway_url}/healthz", timeout=2)
+
+
+def test_status_on_a_fresh_checkout_reports_and_writes_nothing(tmp_path: Path) -> None:
+    """Issue 15: `make status` crashed (FileNotFoundError) writing the feedback secret."""
+    run_dir = tmp_path / "never-started"
+    status = run("scripts/stack.py", f"--run-dir={run_dir}", "status", timeout=60)
+    assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+    assert "gateway" in status.stdout and "down" in status.stdout
+    assert not run_dir.exists()

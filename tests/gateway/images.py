@@ -67,3 +67,18 @@ def photographed_mnist(
     darkened = np.asarray(sheet, np.float32) * (1 - ink_array / 255 * 0.85)
     photo = Image.fromarray(np.clip(darkened, 0, 255).astype(np.uint8), "L")
     return encode(photo, "JPEG", quality=quality)
+
+
+def white_webp(side: int) -> bytes:
+    """All white but one stroke: a few KB of WebP, side x side pixels once decoded."""
+    image = Image.new("L", (side, side), 255)
+    ImageDraw.Draw(image).line([(side // 2, side // 5), (side // 2, 4 * side // 5)], 0, side // 40)
+    return encode(image, "WEBP", lossless=True, quality=100, method=0)
+
+
+def transparent_png(side: int) -> bytes:
+    """A canvas PNG: RGBA, transparent but one stroke; 4 bytes a pixel once decoded."""
+    image = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    stroke = (0, 0, 0, 255)
+    ImageDraw.Draw(image).line([(side // 3, side // 5), (side // 2, 4 * side // 5)], stroke, 20)
+    return encode(image, "PNG", optimize=True)

@@ -215,16 +215,16 @@ def test_image_errors(client) -> None:
 
 def test_feedback_scores_signed_ids(client, digits) -> None:
     images, labels = digits
-    predictions = client.post(PREDICT, json={"instances": (images[:4] / 255.0).tolist()}).json()[
+    predictions = client.post(PREDICT, json={"instances": (images[:5] / 255.0).tolist()}).json()[
         "predictions"
     ]
     items = [
         {"prediction_id": p["prediction_id"], "label": int(label)}
-        for p, label in zip(predictions, labels[:4], strict=True)
+        for p, label in zip(predictions[:4], labels[:4], strict=True)
     ]
     wrong = {
-        "prediction_id": predictions[0]["prediction_id"],
-        "label": (predictions[0]["class"] + 1) % 10,
+        "prediction_id": predictions[4]["prediction_id"],
+        "label": (predictions[4]["class"] + 1) % 10,
     }
 
     batch = client.post("/v1/feedback", json=items)
@@ -233,12 +233,13 @@ def test_feedback_scores_signed_ids(client, digits) -> None:
     assert batch.status_code == 200, batch.text
     expected = [
         "correct" if p["class"] == int(y) else "incorrect"
-        for p, y in zip(predictions, labels[:4], strict=True)
+        for p, y in zip(predictions[:4], labels[:4], strict=True)
     ]
     assert batch.json()["accepted"] == 4
     assert [r["outcome"] for r in batch.json()["results"]] == expected
     assert single.json() == {
         "accepted": 1,
+        "duplicates": 0,
         "results": [{"prediction_id": wrong["prediction_id"], "outcome": "incorrect"}],
     }
     metrics = client.get("/metrics").text
@@ -283,7 +284,16 @@ def test_models_routes_show_versions_and_signature(client) -> None:
 
 def test_metrics_expose_the_contract_names(client, digits) -> None:
     client.post(PREDICT, json={"instances": (digits[0][:2] / 255.0).tolist()})
+    client.post(f"{PREDICT}?version=99", json={"instances": (digits[0][:1] / 255.0).tolist()})
+    client.get("/v1/models/mnist")
     text = client.get("/metrics").text
+    # One rule for every upstream call: successes and failures, Predict and status calls.
+    for name in (
+        'gateway_upstream_duration_seconds_count{code="NOT_FOUND",model="mnist",version="unknown"}',
+        'gateway_upstream_info_duration_seconds_count{code="OK",method="GetModelStatus",model="mnist"}',
+        'gateway_upstream_info_duration_seconds_count{code="OK",method="GetModelMetadata",model="mnist"}',
+    ):
+        assert name in text, name
     for name in (
         'gateway_requests_total{method="POST",route="/v1/models/{model}/predict",status="200"}',
         'gateway_request_duration_seconds_bucket{le="0.005",route="/v1/models/{model}/predict"}',

@@ -188,3 +188,27 @@ def test_model_reads_printed_digits(classify_digits) -> None:
                 labels.append(digit)
     rate = float((classify_digits(np.stack(batch)) == np.array(labels)).mean())
     assert rate >= 0.45, f"printed digits read at {rate:.0%}"
+
+
+@pytest.mark.parametrize("size", [(200, 200), (1200, 900)], ids=["small", "shrunk"])
+def test_a_16_bit_image_reads_as_its_8_bit_original(size: tuple[int, int]) -> None:
+    """Issue 15 #12: 16->8-bit conversion clipped at 255, so grey ink turned white."""
+    width, height = size
+    original = Image.new("L", size, 200)  # grey paper, grey ink: a pencil on a scan
+    ImageDraw.Draw(original).line(
+        [(width // 2, height // 8), (width // 2, 7 * height // 8)], fill=90, width=width // 12
+    )
+    sixteen_bit = Image.fromarray(np.asarray(original).astype(np.uint16) * 257)
+    assert sixteen_bit.mode == "I;16"
+
+    np.testing.assert_array_equal(
+        prepare_image(encode(sixteen_bit)), prepare_image(encode(original))
+    )
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale() -> None:
+    from gateway.preprocessing import WORKING_SIZE, decode_image
+
+    photo = Image.new("L", (4096, 3072), 230)
+    decoded = decode_image(encode(photo, "JPEG"), max_pixels=4_000_000)
+    assert WORKING_SIZE <= max(decoded.size) <= 2 * WORKING_SIZE

@@ -62,13 +62,15 @@ def gateway_from_image(
     container = pod_template(one(objects, "Deployment", "gateway"))["spec"]["containers"][0]
     config_name = container["envFrom"][0]["configMapRef"]["name"]
     config = next(o for o in objects if o["metadata"]["name"] == config_name)["data"]
-    port, unreachable = free_port(), free_port()
+    port, unreachable, metrics_port = free_port(), free_port(), free_port()
     env = {
         **config,
         # Loopback and free ports for the test; everything else as deployed.
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
         "GATEWAY_SERVING_TARGET": f"127.0.0.1:{unreachable}",
+        "GATEWAY_METRICS_PORT": str(metrics_port),
+        "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{unreachable}/0",
         # What `kubectl create secret` would hold (see the README's deploy steps).
         "GATEWAY_API_KEYS": "k8s-test-key",
         "GATEWAY_FEEDBACK_SECRET": "0123456789abcdef0123456789abcdef",
@@ -80,29 +82,38 @@ def gateway_from_image(
     ).start()
     url = f"http://127.0.0.1:{port}"
     process.wait_ready(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 60)
-    yield url
+    yield url, metrics_port
     process.stop()
 
 
-def test_gateway_runs_from_the_image_layout_without_tensorflow(gateway_from_image: str) -> None:
-    assert httpx.get(f"{gateway_from_image}/healthz", timeout=5).status_code == 200
+def test_gateway_runs_from_the_image_layout_without_tensorflow(gateway_from_image) -> None:
+    url, _ = gateway_from_image
+    assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
 
 
-def test_readiness_fails_while_tf_serving_is_unreachable(gateway_from_image: str) -> None:
+def test_readiness_fails_while_tf_serving_is_unreachable(gateway_from_image) -> None:
     """The readiness probe keeps a gateway without a model server out of the Service."""
-    response = httpx.get(f"{gateway_from_image}/readyz", timeout=10)
+    url, _ = gateway_from_image
+    response = httpx.get(f"{url}/readyz", timeout=10)
     assert response.status_code == 503, response.text
 
 
 def test_metrics_are_served_where_the_scrape_annotation_points(
-    gateway_from_image: str, rendered: dict[str, list[Manifest]]
+    gateway_from_image, rendered: dict[str, list[Manifest]]
 ) -> None:
-    pod = pod_template(one(rendered["gpu"], "Deployment", "gateway"))
-    path = pod["metadata"]["annotations"]["prometheus.io/path"]
-    httpx.get(f"{gateway_from_image}/healthz", timeout=5)  # at least one counted request
-    response = httpx.get(f"{gateway_from_image}{path}", timeout=5)
+    """/metrics is on GATEWAY_METRICS_PORT (fenced to Prometheus), not the API port."""
+    url, metrics_port = gateway_from_image
+    objects = rendered["gpu"]
+    pod = pod_template(one(objects, "Deployment", "gateway"))
+    annotations = pod["metadata"]["annotations"]
+    config = next(o for o in objects if o["metadata"]["name"].startswith("gateway-config-"))
+    assert annotations["prometheus.io/port"] == config["data"]["GATEWAY_METRICS_PORT"]
+    httpx.get(f"{url}/healthz", timeout=5)  # at least one counted request
+    path = annotations["prometheus.io/path"]
+    response = httpx.get(f"http://127.0.0.1:{metrics_port}{path}", timeout=5)
     assert response.status_code == 200
     assert "gateway_requests_total" in response.text
+    assert httpx.get(f"{url}{path}", timeout=5).status_code == 404, "not on the API port"
 
 
 def test_every_configmap_setting_is_one_the_gateway_reads(

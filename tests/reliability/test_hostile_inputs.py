@@ -112,9 +112,9 @@ def test_decompression_bombs_get_413_on_every_image_route(hostile_gateway, size)
 def test_a_large_image_under_the_pixel_limit_is_decoded_without_running_away(
     hostile_gateway,
 ) -> None:
-    # 4000x4000 = 16 Mpx, under the 20 Mpx limit: small on the wire, big once decoded.
-    image = Image.new("L", (4000, 4000), 255)
-    ImageDraw.Draw(image).line([(1000, 1000), (3000, 3000)], fill=0, width=200)
+    # 2000x2000 = 4 Mpx, at the 4 Mpx limit: small on the wire, big once decoded.
+    image = Image.new("L", (2000, 2000), 255)
+    ImageDraw.Draw(image).line([(500, 500), (1500, 1500)], fill=0, width=100)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     assert len(buffer.getvalue()) < 512 * 1024

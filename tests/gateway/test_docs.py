@@ -1,0 +1,26 @@
+"""The project's documents stand on their own and name what the gateway exports."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.metrics import GatewayMetrics
+from tests.fixtures.processes import REPO_ROOT
+
+CONTRACTS = REPO_ROOT / "docs" / "CONTRACTS.md"
+
+
+def test_contracts_point_nowhere_outside_the_repository() -> None:
+    text = CONTRACTS.read_text()
+    for target in re.findall(r"`([^`\s]+\.(?:md|py|yml|yaml|toml))`", text):
+        assert not target.startswith(("../", "/")), target
+        assert "shared/" not in target, target
+
+
+def test_every_gateway_metric_is_listed_in_the_contracts() -> None:
+    """gateway/metrics.py says the names are in docs/CONTRACTS.md: they must be."""
+    text = CONTRACTS.read_text()
+    registered = {family.name for family in GatewayMetrics().registry.collect()}
+    for name in registered:
+        exposed = f"{name}_total" if f"{name}_total" in text else name
+        assert f"`{exposed}{{" in text, f"{name} is not in docs/CONTRACTS.md"

@@ -110,7 +110,7 @@ class ModelServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.core = ServerCore(config)
+        self.core = ServerCore(config, compact_heap=True)
         self.health = health_aio.HealthServicer()
         self.accepting = True
         self._grpc: grpc.aio.Server | None = None

@@ -191,3 +191,29 @@ def test_unloading_frees_the_session_and_the_batch_queues(real_core, mnist_test_
     del old
     gc.collect()
     assert reference() is None
+
+
+def test_frozen_heap_still_lets_an_unloaded_version_go(trained_repository, tmp_path):
+    """The server freezes long-lived objects out of the collector; a version unloaded
+    after that must still be collected, cycles and all."""
+    import gc
+
+    model_dir = tmp_path / "rolling"
+    publish_copy(trained_repository / "mnist" / "1", model_dir, 1)
+    core = ServerCore(server_config_for(model_config(("rolling", model_dir))), compact_heap=True)
+    try:
+        core.load_initial()
+        assert gc.get_freeze_count() > 0
+        servable = core.manager.resolve("rolling")
+        # The graph's operations point back at it: only the collector frees it.
+        graph = weakref.ref(servable._session.graph)
+        del servable
+        publish_copy(model_dir / "1", model_dir, 2)
+        core.poll()
+        assert core.manager.resolve("rolling").version == 2
+        gc.collect()
+        assert graph() is None
+        assert gc.get_freeze_count() > 0  # frozen again after the change
+    finally:
+        core.close()
+        gc.unfreeze()

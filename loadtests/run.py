@@ -26,9 +26,17 @@ LOCUSTFILE = Path(__file__).absolute().parent / "locustfile.py"
 FILE_PREFIX = "locust"
 RUN_FILE = "run.json"
 DEFAULT_MASTER_PORT = 5557
-# Recorded in run.json so a report says how it was made; never the API key.
+# Recorded in run.json so a report says how it was made; never the API key. mk/load.mk's
+# own variables reach the environment too, but Locust gets them as options (locust_args).
 RECORDED_ENV_PREFIXES = ("LOAD_", "SLO_")
-SECRET_ENV = {"LOAD_API_KEY"}
+NOT_RECORDED_ENV = {
+    "LOAD_API_KEY",
+    "LOAD_HOST",
+    "LOAD_USERS",
+    "LOAD_SPAWN_RATE",
+    "LOAD_RUN_TIME",
+    "LOAD_RUN",
+}
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,12 @@ def locust_command(plan: RunPlan) -> list[str]:
 
 
 def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The scenario's settings from the environment (LOAD_*, SLO_*), without secrets."""
+    """The scenario's settings from the environment (LOAD_*, SLO_*), without secrets and
+    without mk/load.mk's variables."""
     return {
         key: value
         for key, value in sorted(env.items())
-        if key.startswith(RECORDED_ENV_PREFIXES) and key not in SECRET_ENV
+        if key.startswith(RECORDED_ENV_PREFIXES) and key not in NOT_RECORDED_ENV
     }
 
 

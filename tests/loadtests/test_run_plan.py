@@ -40,6 +40,7 @@ def test_run_names_sort_by_time_and_say_how_they_ran():
 
 def test_the_run_records_scenario_settings_but_never_the_api_key():
     env = {"LOAD_SHAPE": "step", "SLO_P99_MS": "250", "LOAD_API_KEY": "secret", "HOME": "/x"}
+    env["LOAD_USERS"] = "20"  # mk/load.mk's, passed to Locust as --users
 
     assert recorded_env(env) == {"LOAD_SHAPE": "step", "SLO_P99_MS": "250"}
 

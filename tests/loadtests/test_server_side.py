@@ -9,7 +9,15 @@ import subprocess
 import pytest
 import yaml
 
-from loadtests.server_side import PANELS, expression, load_rule_expressions, rule, windowed
+from loadtests.server_side import (
+    PANELS,
+    PanelResult,
+    ServerSide,
+    expression,
+    load_rule_expressions,
+    rule,
+    windowed,
+)
 
 
 def test_every_rule_a_panel_names_exists_in_the_recording_rules():
@@ -54,3 +62,21 @@ def test_promtool_parses_every_query(tmp_path):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(records)} rules found" in result.stdout
+
+
+def test_the_slowest_stage_of_a_predict_is_read_from_predict_routes_only():
+    end_to_end, upstream = PANELS[0], PANELS[2]
+    server_side = ServerSide("http://prometheus", 0, 60, 60)
+    server_side.panels = [
+        PanelResult(
+            end_to_end,
+            [(("/v1/models",), [4, 16, 35.6]), (("/v1/models/{model}/predict",), [4, 9, 15.3])],
+        ),
+        PanelResult(upstream, [(("mnist", "1"), [2, 6, 11.0]), (("mnist", "2"), [2, 6, 12.5])]),
+    ]
+
+    stages = dict(server_side.p99_by_stage())
+
+    assert stages["gateway, end to end (predict routes)"] == 15.3
+    assert stages["gateway's call to the model server"] == 12.5  # the worst version
+    assert stages["TensorFlow run"] is None  # no panel: nothing recorded

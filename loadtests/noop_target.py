@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -125,6 +126,14 @@ async def serve_http(host: str, port: int) -> None:
     server = await loop.create_server(NoopHttpProtocol, host, port, reuse_address=True)
     async with server:
         await server.serve_forever()
+
+
+def target_command(http_port: int, grpc_port: int) -> list[str]:
+    """The command line that runs this target on loopback (from the repository root)."""
+    return [
+        sys.executable, "-m", "loadtests.noop_target",
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,15 @@ def _float(text: str | None) -> float | None:
     return float(text)
 
 
+def _percentiles(row: dict[str, str]) -> dict[str, float | None]:
+    """p50, p95 and p99 in ms of a Locust CSV row (None where it has none yet)."""
+    return {
+        "p50_ms": _float(row["50%"]),
+        "p95_ms": _float(row["95%"]),
+        "p99_ms": _float(row["99%"]),
+    }
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
@@ -112,9 +121,7 @@ def read_request_stats(run_dir: Path) -> list[KindStats]:
             requests=int(row["Request Count"]),
             failures=int(row["Failure Count"]),
             requests_per_second=float(row["Requests/s"]),
-            p50_ms=_float(row["50%"]),
-            p95_ms=_float(row["95%"]),
-            p99_ms=_float(row["99%"]),
+            **_percentiles(row),
             max_ms=_float(row["Max Response Time"]),
         )
         for row in _rows(locust_file(run_dir, "_stats.csv"))
@@ -131,9 +138,7 @@ def read_history(run_dir: Path) -> list[HistoryPoint]:
             kind=f"{row['Type']} {row['Name']}".strip(),
             total_requests=int(row["Total Request Count"]),
             total_failures=int(row["Total Failure Count"]),
-            p50_ms=_float(row["50%"]),
-            p95_ms=_float(row["95%"]),
-            p99_ms=_float(row["99%"]),
+            **_percentiles(row),
         )
         for row in _rows(locust_file(run_dir, "_stats_history.csv"))
     ]

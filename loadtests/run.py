@@ -29,6 +29,7 @@ DEFAULT_MASTER_PORT = 5557
 # Recorded in run.json so a report says how it was made; never the API key. mk/load.mk's
 # own variables reach the environment too, but Locust gets them as options (locust_args).
 RECORDED_ENV_PREFIXES = ("LOAD_", "SLO_")
+RUN_SETTING_PREFIXES = (*RECORDED_ENV_PREFIXES, "LOCUST_")
 NOT_RECORDED_ENV = {
     "LOAD_API_KEY",
     "LOAD_HOST",
@@ -60,6 +61,24 @@ def default_run_name(workers: int, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     mode = f"{workers}workers" if workers else "local"
     return f"{now:%Y%m%dT%H%M%SZ}-{mode}"
+
+
+def headless_options(
+    host: str, users: int, run_time: str, spawn_rate: float | None = None, stop_timeout: int = 5
+) -> tuple[str, ...]:
+    """Locust's options for a bounded run: target, peak users, spawn rate, length."""
+    return (
+        "--host",
+        host,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        f"{spawn_rate if spawn_rate is not None else users:g}",
+        "--run-time",
+        run_time,
+        "--stop-timeout",
+        str(stop_timeout),
+    )
 
 
 def locust_command(plan: RunPlan) -> list[str]:
@@ -94,6 +113,12 @@ def locust_command(plan: RunPlan) -> list[str]:
             port,
         ]
     return command + list(plan.locust_args)
+
+
+def without_run_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without any LOAD_*, SLO_* or LOCUST_* variable: for a run that must see only the
+    settings its caller gives, not ones left in a shell."""
+    return {key: value for key, value in env.items() if not key.startswith(RUN_SETTING_PREFIXES)}
 
 
 def recorded_env(env: Mapping[str, str]) -> dict[str, str]:

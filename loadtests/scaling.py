@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -28,8 +27,15 @@ from pathlib import Path
 
 import psutil
 
+from loadtests.noop_target import target_command
 from loadtests.report import AGGREGATED, read_history
-from loadtests.run import RunPlan, finish_run, start_locust
+from loadtests.run import (
+    RunPlan,
+    finish_run,
+    headless_options,
+    start_locust,
+    without_run_settings,
+)
 
 PROTOCOL_USERS = {"http": "JSON", "grpc": "GRPC"}
 WEIGHT_USER_NAMES = {"http": "JsonPredictUser", "grpc": "GrpcPredictUser"}
@@ -148,8 +154,7 @@ def measure(
     weights = {f"LOAD_WEIGHT_{kind}": "0" for kind in ("JSON", "IMAGE", "B64", "STATUS", "GRPC")}
     weights[f"LOAD_WEIGHT_{PROTOCOL_USERS[protocol]}"] = "1"
     env = {
-        # Only the settings below: none left in the caller's shell.
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LOAD_", "SLO_"))},
+        **without_run_settings(os.environ),
         **weights,
         "LOAD_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
         "LOAD_WAIT_MIN_SECONDS": "0",
@@ -165,17 +170,8 @@ def measure(
         run_dir=out_dir / f"{protocol}-{workers}workers",
         workers=workers,
         master_port=free_port(),
-        locust_args=(
-            "--host",
-            f"http://127.0.0.1:{http_port}",
-            "--users",
-            str(users),
-            "--spawn-rate",
-            str(users),
-            "--run-time",
-            run_time,
-            "--stop-timeout",
-            "2",
+        locust_args=headless_options(
+            f"http://127.0.0.1:{http_port}", users, run_time, stop_timeout=2
         ),
         env=env,
     )
@@ -234,16 +230,7 @@ def run_scaling(
     out_dir.mkdir(parents=True)
     http_port, grpc_port = free_port(), free_port()
     target_process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadtests.noop_target",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        cwd=Path(__file__).absolute().parents[1],
+        target_command(http_port, grpc_port), cwd=Path(__file__).absolute().parents[1]
     )
     try:
         wait_for_http(f"http://127.0.0.1:{http_port}/readyz")

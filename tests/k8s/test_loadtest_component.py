@@ -15,7 +15,6 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -271,20 +270,11 @@ def test_the_image_holds_every_first_party_module_the_users_import() -> None:
     assert not missing, f"docker/locust.Dockerfile does not COPY {missing}"
 
 
-def test_the_image_installs_exactly_the_loadtest_extra(tmp_path) -> None:
-    snippet = requirements_snippet(DOCKERFILE)
-    assert "['loadtest']" in snippet
-    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    listed = subprocess.run(
-        [sys.executable, "-c", snippet],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout.splitlines()
-    assert [line for line in listed if line] == EXTRAS["loadtest"]
+def test_the_image_installs_the_loadtest_extra_and_no_tensorflow() -> None:
+    # The snippet itself is the other images' (test_docker runs it); this one names its extra.
+    assert "['loadtest']" in requirements_snippet(DOCKERFILE)
     closure = dependency_closure(EXTRAS["loadtest"])
+    assert "locust" in closure and "grpcio" in closure  # the walk did resolve something
     assert not closure & {"tensorflow", "tensorflow-serving-api", "keras"}, closure
 
 

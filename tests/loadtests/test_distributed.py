@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from loadtests.run import without_run_settings
 from tests.fixtures.processes import REPO_ROOT, free_port
 
 from .locust_runs import ALL_WEIGHTS_ZERO
@@ -23,10 +24,11 @@ def make_load_distributed(
     reports_dir, gateway, model_server, prometheus_url: str, **variables: str
 ) -> subprocess.CompletedProcess:
     """`make load-distributed` as a person runs it, with this session's servers."""
+    # Nor the outer make's flags (make test runs this): this make starts afresh.
     env = {
         key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("LOAD_", "SLO_", "LOCUST_", "MAKE", "MFLAGS"))
+        for key, value in without_run_settings(os.environ).items()
+        if not key.startswith(("MAKE", "MFLAGS"))
     }
     env.update(
         {

@@ -13,13 +13,14 @@ import subprocess
 import httpx
 import pytest
 
+from loadtests.noop_target import target_command
+from loadtests.run import LOCUSTFILE, without_run_settings
 from tests.fixtures.processes import PYTHON, REPO_ROOT, free_port, wait_until
 from tests.k8s.manifests import load_all, one, pod_template
 
 pytestmark = pytest.mark.slow
 
 COMPONENT = REPO_ROOT / "k8s" / "components" / "loadtest"
-LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +50,13 @@ def test_the_cluster_master_runs_by_itself_and_its_run_can_be_fetched(
     tmp_path, component, process_factory
 ):
     http_port, grpc_port = free_port(), free_port()
-    target = process_factory(
-        [
-            PYTHON,
-            "-m",
-            "loadtests.noop_target",
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        "noop_target",
-    )
+    target = process_factory(target_command(http_port, grpc_port), "noop_target")
     target.wait_ready(
         lambda: httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=2).is_success, 30
     )
     config = one(component, "ConfigMap", "locust-config")["data"]
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LOAD_", "SLO_", "LOCUST_"))},
+        **without_run_settings(os.environ),
         **config,
         # This machine instead of the cluster's Services, and a short run.
         "LOCUST_LOCUSTFILE": str(LOCUSTFILE),

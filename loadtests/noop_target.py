@@ -22,8 +22,10 @@ import json
 import sys
 from concurrent import futures
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
+import httptools
 
 PREDICT_BODY = json.dumps(
     {"predictions": [{"class": 0, "confidence": 1.0, "prediction_id": "noop"}]}
@@ -71,27 +73,27 @@ class NoopHttpProtocol(asyncio.Protocol):
     """Parse requests with httptools and answer each with a canned response."""
 
     def __init__(self) -> None:
-        import httptools
-
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP server's transport writes; uvloop's do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             assert self.transport is not None
             self.transport.close()
 
-    # httptools callbacks
+    # httptools callbacks; a URL may arrive in pieces.
+    def on_message_begin(self) -> None:
+        self.url = b""
+
     def on_url(self, url: bytes) -> None:
-        self.url = url
+        self.url += url
 
     def on_message_complete(self) -> None:
         assert self.transport is not None
@@ -131,9 +133,14 @@ async def serve_http(host: str, port: int) -> None:
 def target_command(http_port: int, grpc_port: int) -> list[str]:
     """The command line that runs this target on loopback (from the repository root)."""
     return [
-        sys.executable, "-m", "loadtests.noop_target",
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "loadtests.noop_target",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # Latency buckets in seconds, dense where the gateway's p50/p99 live (1-50 ms).
 LATENCY_BUCKETS = (
@@ -62,7 +62,12 @@ class GatewayMetrics:
     def __init__(
         self, registry: CollectorRegistry | None = None, labels: MetricLabels | None = None
     ) -> None:
-        self.registry = registry or CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            # A registry of its own has no process_* metrics unless asked; load reports
+            # read the gateway's CPU and memory from them (process_cpu_seconds_total, ...).
+            ProcessCollector(registry=registry)
+        self.registry = registry
         self.labels = labels or MetricLabels()
         self.requests = Counter(
             "gateway_requests",

@@ -73,7 +73,11 @@ class PredictClient:
         self.signature_name = signature_name
         self.timeout_seconds = timeout_seconds
         self.on_request = on_request
-        self._channel = grpc.insecure_channel(target)
+        # round_robin: behind `dns:///<headless Service>` every call goes to the next TF
+        # Serving pod, as the gateway's do, instead of all of them to the first pod resolved.
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.lb_policy_name", "round_robin")]
+        )
         # A generic unary call with the method path: the gateway's subset has messages only,
         # no generated stubs, and the path is all a stub would add.
         self._predict = self._channel.unary_unary(

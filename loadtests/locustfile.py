@@ -1,7 +1,9 @@
 """Locust scenarios for the MNIST stack: real digits through the gateway, and gRPC direct.
 
-Run it with `make load` (headless, bounded, reports under `reports/`) or
-`locust -f loadtests/locustfile.py --host http://127.0.0.1:8080` for the web UI.
+Run it with `make load` (headless, bounded, report in `reports/<run>/`), with
+`make load-distributed WORKERS=N` (one master and N workers, Locust's own engine), or
+`locust -f loadtests/locustfile.py --host http://127.0.0.1:8080` for the web UI. In
+Kubernetes, k8s/components/loadtest runs it as a master and worker Deployments.
 
 Users (weights via `LOAD_WEIGHT_*` or `--weight-*`; 0 leaves a user type out):
 - `JsonPredictUser`: `POST /v1/models/{model}/predict` with 28x28 pixel arrays.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -30,11 +33,15 @@ from typing import Any
 
 # Locust imports this file by path rather than as part of the `loadtests` package; putting
 # the repository root on sys.path lets it import its sibling modules from any directory.
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+# absolute(), not resolve(): in Kubernetes these files are a ConfigMap volume's symlinks,
+# which resolve into a hidden timestamped directory rather than the package's parent.
+_REPO_ROOT = str(Path(__file__).absolute().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+import gevent  # noqa: E402
 from locust import FastHttpUser, LoadTestShape, User, events, task  # noqa: E402
+from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from loadtests import grpc_client, mnist_samples, shapes, slo  # noqa: E402
 from loadtests.responses import (  # noqa: E402
@@ -267,7 +274,12 @@ def shape_params(options: Any) -> shapes.ShapeParams:
 
 @events.init.add_listener
 def on_init(environment: Any, **_kwargs: Any) -> None:
-    """Apply the weights, check the options and encode the payloads before any user starts."""
+    """Apply the weights, check the options and encode the payloads before any user starts.
+
+    In a distributed run this runs in the master and in every worker, each with its own
+    options (the same ones: one command line, or one ConfigMap in Kubernetes). The master
+    needs the weights to share users out, but runs no user, so it encodes no payload.
+    """
     options = environment.parsed_options
     if options is None:  # pragma: no cover - Locust used as a library brings its own setup
         return
@@ -291,7 +303,10 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
             check_grpc_target_ready(options.grpc_target)
             source = grpc_client.import_messages().source
             logger.info("gRPC user calls %s with protos from %s", options.grpc_target, source)
-        environment.load_context = build_context(options)
+        if isinstance(environment.runner, MasterRunner):
+            track_worker_readiness(environment)
+        else:
+            environment.load_context = build_context(options)
     except (ValueError, ImportError) as error:
         sys.exit(f"load test configuration error: {error}")
     except (GatewayNotReadyError, GrpcTargetNotReadyError) as error:
@@ -300,6 +315,43 @@ def on_init(environment: Any, **_kwargs: Any) -> None:
         "users: %s",
         ", ".join(f"{cls.__name__}={cls.weight}" for cls in environment.user_classes),
     )
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.send_message(WORKER_READY_MESSAGE)
+
+
+# --------------------------------------------------------------------------- distributed runs
+
+# A worker connects to the master before its init listener runs, so the master would start
+# the clock while workers still encode their payloads (1-2 s each on a busy machine): a short
+# run would spend part of its time without users. Each worker says when it is ready, and
+# the master's test_start waits for every connected worker before the shape's clock starts.
+WORKER_READY_MESSAGE = "loadtests_worker_ready"
+WORKER_READY_TIMEOUT_SECONDS = 120.0
+
+
+def track_worker_readiness(environment: Any) -> None:
+    """On the master: remember which workers have said they are ready."""
+    environment.ready_workers = set()
+
+    def on_worker_ready(msg: Any, **_kwargs: Any) -> None:
+        environment.ready_workers.add(msg.node_id)
+
+    environment.runner.register_message(WORKER_READY_MESSAGE, on_worker_ready)
+
+
+@events.test_start.add_listener
+def wait_for_ready_workers(environment: Any, **_kwargs: Any) -> None:
+    """On the master: hold the start until every connected worker has built its payloads."""
+    runner = environment.runner
+    if not isinstance(runner, MasterRunner):
+        return
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_SECONDS
+    while not set(runner.clients) <= environment.ready_workers:
+        if time.monotonic() > deadline:
+            waiting = sorted(set(runner.clients) - environment.ready_workers)
+            logger.warning("starting without waiting longer for workers %s", waiting)
+            return
+        gevent.sleep(0.1)
 
 
 class GatewayNotReadyError(Exception):
@@ -309,7 +361,7 @@ class GatewayNotReadyError(Exception):
 def check_gateway_ready(host: str | None, timeout: float = 5.0) -> None:
     """Fail fast when nothing ready listens at `host`, rather than record a run of failures."""
     if not host:
-        raise ValueError("no gateway address: pass --host (make load HOST=http://...)")
+        raise ValueError("no gateway address: pass --host (make load LOAD_HOST=http://...)")
     url = f"{host.rstrip('/')}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -322,7 +374,7 @@ def check_gateway_ready(host: str | None, timeout: float = 5.0) -> None:
         detail = str(getattr(error, "reason", error))
     raise GatewayNotReadyError(
         f"gateway not ready at {url}: {detail}; start the stack with `make up`, "
-        "or point HOST at a running gateway"
+        "or point LOAD_HOST at a running gateway"
     )
 
 
@@ -576,6 +628,8 @@ def check_slos(environment: Any, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if options is None or environment.runner is None:  # pragma: no cover - library use
         return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # a worker holds only its share of the stats; the master judges the run
     total = environment.stats.total
     summary = slo.RunSummary(
         requests=total.num_requests,

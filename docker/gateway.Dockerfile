@@ -64,5 +64,6 @@ COPY --from=builder /src/gateway /app/gateway
 
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8080
+# 8080: the API; 9100: /metrics alone, when GATEWAY_METRICS_PORT sets it (as Kubernetes does).
+EXPOSE 8080 9100
 ENTRYPOINT ["python", "-m", "gateway"]

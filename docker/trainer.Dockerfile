@@ -46,6 +46,9 @@ RUN --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
     && rm /tmp/requirements-trainer.txt
 
 COPY trainer ./trainer
+# The upload-like evaluation runs the gateway's own preprocessing (TensorFlow-free):
+# just that module and what it imports, not the gateway service.
+COPY gateway/__init__.py gateway/errors.py gateway/preprocessing.py ./gateway/
 
 USER 10001:10001
 

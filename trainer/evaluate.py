@@ -51,6 +51,13 @@ def evaluate_model(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray) -
     }
 
 
+def evaluate_uploads(model: keras.Model) -> dict[str, Any]:
+    """Accuracy on the upload-like set (trainer.upload_eval): printed and handwriting."""
+    from trainer.upload_eval import score_upload_set
+
+    return score_upload_set(lambda images: model.predict(images, verbose=0, batch_size=256))
+
+
 def save_confusion_matrix_png(matrix: np.ndarray | list, path: Path, title: str) -> Path:
     """Draw the confusion matrix with counts in every cell."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed

@@ -20,23 +20,43 @@ class Architecture(StrEnum):
     CNN = "cnn"
 
 
-def build_model(architecture: Architecture | str) -> keras.Model:
-    """Build (uncompiled) the named architecture."""
+# The seed tutorials' sizes: what `build_model` builds unless told otherwise (and the
+# defaults `trainer tune` declares for its search space).
+DEFAULT_UNITS = 128
+DEFAULT_DROPOUT: dict[Architecture, float] = {
+    Architecture.MLP: 0.0,
+    Architecture.MLP_BN: 0.3,
+    Architecture.CNN: 0.0,
+}
+
+
+def build_model(
+    architecture: Architecture | str, units: int | None = None, dropout: float | None = None
+) -> keras.Model:
+    """Build (uncompiled) the named architecture.
+
+    `units` is the first dense layer's width (the MLPs' second has half), `dropout` the
+    rate after each dense hidden layer; None keeps the seed tutorials' values.
+    """
     import keras
     from keras import layers
 
     architecture = Architecture(architecture)
+    units = units or DEFAULT_UNITS
+    dropout = DEFAULT_DROPOUT[architecture] if dropout is None else dropout
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name="images")
     if architecture is Architecture.MLP:
         x = layers.Flatten()(inputs)
-        x = layers.Dense(128, activation="relu")(x)
-        x = layers.Dense(64, activation="relu")(x)
+        for width in (units, units // 2):
+            x = layers.Dense(width, activation="relu")(x)
+            if dropout:
+                x = layers.Dropout(dropout)(x)
     elif architecture is Architecture.MLP_BN:
         x = layers.Flatten()(inputs)
-        for units in (128, 64):
-            x = layers.Dense(units, activation="relu")(x)
+        for width in (units, units // 2):
+            x = layers.Dense(width, activation="relu")(x)
             x = layers.BatchNormalization()(x)
-            x = layers.Dropout(0.3)(x)
+            x = layers.Dropout(dropout)(x)
     else:
         x = layers.Reshape((*IMAGE_SHAPE, 1))(inputs)
         x = layers.Conv2D(32, 3, activation="relu")(x)
@@ -44,6 +64,8 @@ def build_model(architecture: Architecture | str) -> keras.Model:
         x = layers.Conv2D(64, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
         x = layers.Flatten()(x)
-        x = layers.Dense(128, activation="relu")(x)
+        x = layers.Dense(units, activation="relu")(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=architecture.value.replace("-", "_"))

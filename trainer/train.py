@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.data import IMAGE_SHAPE, Splits, scale_pixels
+from trainer.data import Splits, scale_pixels
 
 if TYPE_CHECKING:
     import keras
@@ -37,6 +38,19 @@ class FitOptions:
     augment: bool
     patience: int
     tensorboard_dir: Path | None = None
+    # How hard `--augment` distorts (trainer.augment), 0 to 1.
+    augment_strength: float = 1.0
+    # Printed digits in the training fonts (trainer.upload_eval.training_glyphs), mixed
+    # into the stream with augmentation to be about `printed_share` of what it sees.
+    printed: tuple[np.ndarray, np.ndarray] | None = None
+    printed_share: float = 0.2
+    # (this worker's index, number of workers) when training under a multi-worker strategy.
+    shard: tuple[int, int] = (0, 1)
+
+    @property
+    def strength(self) -> float:
+        """The augmentation strength in effect: 0 without --augment."""
+        return self.augment_strength if self.augment else 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -58,47 +72,87 @@ def make_optimizer(name: OptimizerName | str, learning_rate: float) -> keras.opt
     return keras.optimizers.Adam(learning_rate)
 
 
-def make_augmenter(seed: int) -> keras.Sequential:
-    """Small rotations, zooms and shifts; never flips, because a mirrored 2 is not a 2."""
-    import keras
-    from keras import layers
+def printed_repeats(mnist_count: int, printed_count: int, share: float) -> int:
+    """How often the printed digits recur per epoch to be about `share` of the stream."""
+    if printed_count == 0 or share <= 0:
+        return 0
+    return max(1, round(share / (1 - share) * mnist_count / printed_count))
 
-    return keras.Sequential(
-        [
-            layers.Reshape((*IMAGE_SHAPE, 1)),
-            layers.RandomRotation(0.03, fill_mode="constant", seed=seed),  # about +-11 degrees
-            layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2),
-            layers.Reshape(IMAGE_SHAPE),
-        ],
-        name="augment",
-    )
+
+def take_shard(batch: tuple[tf.Tensor, tf.Tensor], shard: tuple[int, int]):
+    """This worker's contiguous slice of a global batch (every worker's slices add up)."""
+    import tensorflow as tf
+
+    index, count = shard
+    if count == 1:
+        return batch
+    images, labels = batch
+    per_worker = -(-tf.shape(labels)[0] // count)  # ceil: the last worker may get fewer
+    start = per_worker * index
+    return images[start : start + per_worker], labels[start : start + per_worker]
 
 
 def make_train_dataset(x: np.ndarray, y: np.ndarray, options: FitOptions) -> tf.data.Dataset:
-    """Shuffled, batched training data; augmented on the fly when asked."""
+    """Shuffled, batched training data, this worker's shard of it, augmented on the fly.
+
+    Every worker shuffles the same way (the seed) and batches by the global batch size,
+    then keeps its own slice of each batch: together the workers take exactly the
+    single-process batches, so the same seed trains the same model on 1 or N workers.
+    Augmentation draws from a stream of per-batch seeds (`Dataset.random`, new each epoch)
+    and this worker's index, so it is stateless and runs in parallel.
+    """
     import tensorflow as tf
 
+    from trainer.augment import augment_batch
+
     dataset = tf.data.Dataset.from_tensor_slices((scale_pixels(x), y))
-    dataset = dataset.shuffle(len(y), seed=options.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(options.batch_size)
-    if options.augment:
-        augmenter = make_augmenter(options.seed)
-        # Sequential on purpose: parallel calls would draw from the augmenter's random
-        # state in a racy order, and the same seed would no longer give the same model.
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels))
+    if options.strength > 0 and options.printed is not None:
+        printed_x, printed_y = options.printed
+        repeats = printed_repeats(len(y), len(printed_y), options.printed_share)
+        printed = tf.data.Dataset.from_tensor_slices((scale_pixels(printed_x), printed_y))
+        dataset = dataset.concatenate(printed.repeat(repeats))
+    size = int(dataset.cardinality())
+    dataset = dataset.shuffle(size, seed=options.seed, reshuffle_each_iteration=True)
+    # Under several workers every step needs a batch on each: drop a short last batch.
+    dataset = dataset.batch(options.batch_size, drop_remainder=options.shard[1] > 1)
+    dataset = dataset.map(lambda *batch: take_shard(batch, options.shard))
+    if options.strength > 0:
+        seeds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds)
+        worker = options.shard[0]
+
+        def augment(batch: tuple[tf.Tensor, tf.Tensor], seed: tf.Tensor):
+            images, labels = batch
+            pair = tf.stack([seed, tf.constant(worker, tf.int64)])
+            return augment_batch(images, pair, options.strength), labels
+
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def fit_model(model: keras.Model, splits: Splits, options: FitOptions) -> dict[str, list[float]]:
-    """Compile and fit `model`; return Keras's history (per-epoch loss, accuracy, lr)."""
-    import keras
+def make_val_dataset(x: np.ndarray, y: np.ndarray, options: FitOptions) -> tf.data.Dataset:
+    """Validation batches (this worker's slice of each, under several workers)."""
+    import tensorflow as tf
 
+    dataset = tf.data.Dataset.from_tensor_slices((scale_pixels(x), y)).batch(
+        max(options.batch_size, 256), drop_remainder=False
+    )
+    return dataset.map(lambda *batch: take_shard(batch, options.shard)).prefetch(2)
+
+
+def compile_model(model: keras.Model, options: FitOptions) -> None:
+    """Compile with the run's optimizer, loss and metric."""
     model.compile(
         optimizer=make_optimizer(options.optimizer, options.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+
+
+def make_callbacks(options: FitOptions, extra: list[Any] | None = None) -> list[Any]:
+    """Early stopping (best weights back), learning-rate decay on plateau, TensorBoard."""
+    import keras
+
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=options.patience, restore_best_weights=True
@@ -109,13 +163,113 @@ def fit_model(model: keras.Model, splits: Splits, options: FitOptions) -> dict[s
     ]
     if options.tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(options.tensorboard_dir)))
+    return callbacks + (extra or [])
+
+
+def fit_model(model: keras.Model, splits: Splits, options: FitOptions) -> dict[str, list[float]]:
+    """Compile and fit `model`; return Keras's history (per-epoch loss, accuracy, lr)."""
+    compile_model(model, options)
     history = model.fit(
         make_train_dataset(splits.x_train, splits.y_train, options),
-        validation_data=(scale_pixels(splits.x_val), splits.y_val),
+        validation_data=make_val_dataset(splits.x_val, splits.y_val, options),
         epochs=options.epochs,
         shuffle=False,  # the tf.data pipeline already reshuffles every epoch
-        callbacks=callbacks,
+        callbacks=make_callbacks(options),
         # The progress bar is for people; logs and CI get one line per epoch.
         verbose=1 if sys.stdout.isatty() else 2,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def fit_under_strategy(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train_data: Any,
+    val_data: Any,
+    options: FitOptions,
+    extra_callbacks: list[Any] | None = None,
+) -> dict[str, list[float]]:
+    """What `fit_model` does, as a loop over `strategy.run`, for multi-worker training.
+
+    Keras 3's `model.fit` cannot run under MultiWorkerMirroredStrategy (it reduces scalar
+    logs along axis 0: tensorflow/tensorflow#72388), so the epoch loop is written out
+    here; TensorFlow's strategy still does the distributed work (per-replica steps, the
+    optimizer's all-reduce of the gradients), and the callbacks are `fit_model`'s own.
+    The loss is the sum over each worker's slice divided by the global batch, so the
+    summed gradients are those of the global batch's mean, as in one process. Call it
+    in `strategy.scope()` with the datasets from `distribute_datasets_from_function`.
+    """
+    import keras
+    import tensorflow as tf
+
+    compile_model(model, options)
+    model.optimizer.build(model.trainable_variables)
+    per_example = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+    global_batch = options.batch_size
+
+    def sums(probabilities: tf.Tensor, labels: tf.Tensor, losses: tf.Tensor) -> list[tf.Tensor]:
+        predicted = tf.argmax(probabilities, axis=1, output_type=labels.dtype)
+        return [
+            tf.reduce_sum(losses),
+            tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32)),
+            tf.cast(tf.size(labels), tf.float32),
+        ]
+
+    def train_replica(images: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            losses = per_example(labels, probabilities)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return sums(probabilities, labels, losses)
+
+    def eval_replica(images: tf.Tensor, labels: tf.Tensor) -> list[tf.Tensor]:
+        probabilities = model(images, training=False)
+        return sums(probabilities, labels, per_example(labels, probabilities))
+
+    def distributed(replica_fn: Any) -> Any:
+        @tf.function
+        def step(batch: Any) -> list[tf.Tensor]:
+            results = strategy.run(replica_fn, args=batch)
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results]
+
+        return step
+
+    train_step, eval_step = distributed(train_replica), distributed(eval_replica)
+
+    def run_epoch(step: Any, data: Any, on_batch: Any) -> tuple[float, float]:
+        totals = np.zeros(3)
+        for index, batch in enumerate(data):
+            totals += [float(value) for value in step(batch)]
+            on_batch(index)
+        return totals[0] / max(totals[2], 1), totals[1] / max(totals[2], 1)
+
+    callbacks = keras.callbacks.CallbackList(
+        make_callbacks(options, extra_callbacks), add_history=False, model=model
+    )
+    history: dict[str, list[float]] = {}
+    model.stop_training = False
+    callbacks.on_train_begin()
+    for epoch in range(options.epochs):
+        started = time.perf_counter()
+        callbacks.on_epoch_begin(epoch)
+        loss, accuracy = run_epoch(train_step, train_data, callbacks.on_train_batch_end)
+        val_loss, val_accuracy = run_epoch(eval_step, val_data, callbacks.on_test_batch_end)
+        logs = {
+            "accuracy": accuracy, "loss": loss, "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+        }  # fmt: skip
+        callbacks.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(float(value))
+        print(
+            f"Epoch {epoch + 1}/{options.epochs} - {time.perf_counter() - started:.0f}s - "
+            + " - ".join(f"{key}: {value:.4f}" for key, value in logs.items()),
+            flush=True,
+        )
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
+    return history

@@ -46,6 +46,39 @@ def test_gate_allows_a_regression_within_bounds() -> None:
     check_quality_gate(0.95, min_accuracy=0.9, max_regression=0.02, baseline=baseline(0.965))
 
 
+def upload_figures(accuracy: float, eval_set: str = "upload-eval-v1-seed202026") -> dict:
+    return {
+        "eval_set": eval_set,
+        "accuracy": accuracy,
+        "printed_accuracy": accuracy + 0.02,
+        "handwriting_accuracy": accuracy - 0.02,
+    }
+
+
+def with_upload(accuracy: float, upload: dict) -> VersionInfo:
+    return VersionInfo("mnist", 4, Path("4"), {"metrics": {"accuracy": accuracy, "upload": upload}})
+
+
+def test_gate_refuses_an_upload_like_regression() -> None:
+    parent = with_upload(0.95, upload_figures(0.93))
+    with pytest.raises(QualityGateError) as refused:
+        check_quality_gate(0.96, 0.9, 0.01, parent, upload_figures(0.90))
+    assert refused.value.rule == "max-upload-regression"
+    message = str(refused.value)
+    assert "upload-like accuracy 0.9000" in message and "0.0300 below version 4's 0.9300" in message
+    assert "(printed 0.9200, handwriting 0.8800)" in message
+    # Within bounds, or better, it passes.
+    check_quality_gate(0.96, 0.9, 0.01, parent, upload_figures(0.925))
+    check_quality_gate(0.96, 0.9, 0.01, parent, upload_figures(0.99))
+
+
+def test_gate_compares_upload_figures_only_on_the_same_set() -> None:
+    other_set = with_upload(0.95, upload_figures(0.99, eval_set="upload-eval-v0"))
+    check_quality_gate(0.96, 0.9, 0.01, other_set, upload_figures(0.50))
+    # A parent from before the upload-like set: nothing to compare.
+    check_quality_gate(0.96, 0.9, 0.01, baseline(0.95), upload_figures(0.50))
+
+
 def _train_args(repository: Path, *extra: str) -> list[str]:
     return [
         "train", "--dataset", "offline", "--epochs", "1", "--seed", "5",

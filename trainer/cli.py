@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from click.core import ParameterSource
 
 from trainer.config import get_settings
 from trainer.data import DatasetSource
-from trainer.errors import EXIT_OK, TrainerError, exit_code_for
+from trainer.errors import EXIT_OK, InvalidOptionError, TrainerError, exit_code_for
 from trainer.models import Architecture
 from trainer.repository import describe_repository, list_versions
 from trainer.train import OptimizerName
+from trainer.tune import Objective, TunerName
 
 app = typer.Typer(
     help="Train MNIST models and publish them as TF Serving versions.",
@@ -34,8 +37,43 @@ def configure_logging() -> None:
     )
 
 
+# Options a `--config` file may set (what `trainer tune` writes as its best trial).
+CONFIG_KEYS = (
+    "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "seed",
+    "augment", "augment_strength", "printed_share", "units", "dropout", "patience",
+    "min_accuracy", "max_regression",
+)  # fmt: skip
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON object of train options; keys starting with `_` are notes, and ignored."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidOptionError(f"--config {path}: not a readable JSON file: {error}") from None
+    if not isinstance(values, dict):
+        raise InvalidOptionError(f"--config {path}: expected a JSON object of train options")
+    values = {key: value for key, value in values.items() if not key.startswith("_")}
+    unknown = sorted(set(values) - set(CONFIG_KEYS))
+    if unknown:
+        raise InvalidOptionError(
+            f"--config {path}: unknown options {unknown}; known: {', '.join(CONFIG_KEYS)}"
+        )
+    return values
+
+
+def merge_config_file(ctx: typer.Context, options: dict[str, Any], path: Path | None) -> None:
+    """Fill `options` from the file, except what the command line set itself."""
+    if path is None:
+        return
+    for key, value in read_config_file(path).items():
+        if ctx.get_parameter_source(key) is not ParameterSource.COMMANDLINE:
+            options[key] = value
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     model: Annotated[Architecture, typer.Option(help="Architecture to train.")] = Architecture.MLP,
     dataset: Annotated[
         DatasetSource,
@@ -50,8 +88,25 @@ def train(
     optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.ADAM,
     seed: Annotated[int, typer.Option(help="Seed for splits, weights and shuffling.")] = 42,
     augment: Annotated[
-        bool, typer.Option(help="Random small rotation, zoom and shift (never flips).")
+        bool,
+        typer.Option(
+            help="Distort training digits as uploads differ (thickness, slant, rotation, "
+            "scale, elastic, blur, noise, JPEG, off-centre; never flips), and mix in printed "
+            "digits in the training fonts."
+        ),
     ] = False,
+    augment_strength: Annotated[
+        float, typer.Option(help="How hard --augment distorts, 0 to 1.")
+    ] = 1.0,
+    printed_share: Annotated[
+        float, typer.Option(help="With --augment: share of printed digits in training.")
+    ] = 0.2,
+    units: Annotated[
+        int | None, typer.Option(help="Width of the first dense layer (default 128).")
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout after dense layers (default per model).")
+    ] = None,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     model_repository: Annotated[
         Path | None, typer.Option(help="Repository root [env MODEL_REPOSITORY].")
@@ -68,6 +123,29 @@ def train(
     if_empty: Annotated[
         bool, typer.Option("--if-empty", help="Do nothing if the model has a version already.")
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="JSON of train options (e.g. trainer tune's best_hyperparameters.json); "
+            "options given on the command line win.",
+        ),
+    ] = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Train under MultiWorkerMirroredStrategy, the cluster from TF_CONFIG; "
+            "--batch-size is per worker; only the chief exports.",
+        ),
+    ] = False,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(
+            help="--distributed: fail, naming the lost worker, after this long "
+            "without a training step."
+        ),
+    ] = 120.0,
 ) -> None:
     """Train, evaluate, gate and export one model version."""
     configure_logging()
@@ -82,31 +160,97 @@ def train(
             return
     from trainer.pipeline import TrainConfig, run_training  # imports TensorFlow lazily
 
+    options: dict[str, Any] = {
+        "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "optimizer": optimizer, "seed": seed,
+        "augment": augment, "augment_strength": augment_strength,
+        "printed_share": printed_share, "units": units, "dropout": dropout,
+        "patience": patience, "min_accuracy": min_accuracy, "max_regression": max_regression,
+    }  # fmt: skip
     try:
+        merge_config_file(ctx, options, config_file)
         config = TrainConfig(
-            model=model,
-            dataset=dataset,
+            **options,
             data_path=data_path,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            seed=seed,
-            augment=augment,
-            patience=patience,
-            min_accuracy=min_accuracy,
-            max_regression=max_regression,
             model_repository=repository,
             model_name=name,
             output_dir=output_dir,
             tensorboard_dir=tensorboard_dir,
+            distributed=distributed,
+            worker_timeout=worker_timeout,
         )
         result = run_training(config)
     except TrainerError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(exit_code_for(error)) from None
-    typer.echo(result.version_dir)
+    if result.version_dir is not None:
+        typer.echo(result.version_dir)
     raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def tune(
+    model: Annotated[Architecture, typer.Option(help="Architecture to tune.")] = Architecture.MLP,
+    tuner: Annotated[TunerName, typer.Option(help="KerasTuner's search algorithm.")] = (
+        TunerName.GRID
+    ),
+    max_trials: Annotated[int, typer.Option(help="Stop after this many trials.")] = 10,
+    objective: Annotated[
+        Objective,
+        typer.Option(help="What to maximise; upload_accuracy: mean of printed and handwriting."),
+    ] = Objective.VAL_ACCURACY,
+    epochs: Annotated[
+        int | None, typer.Option(help="Max epochs per trial (Hyperband's max_epochs).")
+    ] = None,
+    dataset: Annotated[DatasetSource, typer.Option(help="MNIST source.")] = DatasetSource.AUTO,
+    data_path: Annotated[Path | None, typer.Option(help="mnist.npz or IDX directory.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the splits, every trial and the tuner.")] = 42,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Tune directory, resumed if it exists (default: runs/tune-MODEL-TUNER)."),
+    ] = None,
+    export_best: Annotated[
+        bool, typer.Option("--export-best", help="Train the best trial again and export it.")
+    ] = False,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Repository root [env MODEL_REPOSITORY].")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name [env MODEL_NAME].")] = None,
+    min_accuracy: Annotated[float, typer.Option(help="--export-best: the gate's floor.")] = 0.9,
+    max_regression: Annotated[
+        float, typer.Option(help="--export-best: the gate's allowed regression.")
+    ] = 0.02,
+) -> None:
+    """Search units, dropout, learning rate, batch size and augmentation with KerasTuner."""
+    configure_logging()
+    from trainer.pipeline import TrainConfig, run_training
+    from trainer.tune import run_tune
+
+    settings = get_settings()
+    try:
+        if max_trials < 1:
+            raise InvalidOptionError(f"--max-trials must be >= 1, got {max_trials}")
+        base = TrainConfig(
+            model=model, dataset=dataset, data_path=data_path, epochs=epochs, seed=seed,
+            patience=patience, min_accuracy=min_accuracy, max_regression=max_regression,
+            model_repository=model_repository, model_name=model_name, push_metrics=True,
+        )  # fmt: skip
+        directory = directory or settings.output_dir / f"tune-{model.value}-{tuner.value}"
+        best = run_tune(base, tuner, max_trials, objective, directory)
+        if best is None:
+            raise TrainerError(f"no trial finished; see {directory}")
+        typer.echo(f"best hyperparameters: {best}")
+        if export_best:
+            config = TrainConfig(
+                **read_config_file(best),
+                model_repository=base.model_repository, model_name=base.model_name,
+                min_accuracy=min_accuracy, max_regression=max_regression,
+            )  # fmt: skip
+            typer.echo(run_training(config).version_dir)
+    except TrainerError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(exit_code_for(error)) from None
 
 
 @app.command("list")
@@ -121,13 +265,22 @@ def list_models(
     if not models:
         typer.echo(f"no models in {repository}")
         return
-    typer.echo(f"{'model':<12} {'version':>7} {'architecture':<12} {'accuracy':>8}  created")
+    typer.echo(
+        f"{'model':<12} {'version':>7} {'architecture':<12} {'accuracy':>8} {'printed':>8} "
+        f"{'handwr.':>8}  created"
+    )
+
+    def figure(value: Any) -> str:
+        return f"{float(value):.4f}" if value is not None else "-"
+
     for name, versions in models.items():
         for info in versions:
-            accuracy = f"{info.accuracy:.4f}" if info.accuracy is not None else "-"
+            upload = info.metadata.get("metrics", {}).get("upload", {})
             typer.echo(
                 f"{name:<12} {info.version:>7} {info.metadata.get('architecture', '-'):<12} "
-                f"{accuracy:>8}  {info.metadata.get('created_at', '-')}"
+                f"{figure(info.accuracy):>8} {figure(upload.get('printed_accuracy')):>8} "
+                f"{figure(upload.get('handwriting_accuracy')):>8}  "
+                f"{info.metadata.get('created_at', '-')}"
             )
 
 

@@ -17,6 +17,7 @@ from trainer.data import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     DatasetSource,
+    Splits,
     load_mnist,
     split_dataset,
 )
@@ -50,7 +51,13 @@ class TrainConfig:
     optimizer: OptimizerName = OptimizerName.ADAM
     seed: int = 42
     augment: bool = False
+    augment_strength: float = 1.0
+    printed_share: float = 0.2
+    units: int | None = None
+    dropout: float | None = None
     patience: int = 5
+    distributed: bool = False
+    worker_timeout: float = 120.0
     val_fraction: float = DEFAULT_VAL_FRACTION
     test_fraction: float = DEFAULT_TEST_FRACTION
     min_accuracy: float = 0.9
@@ -82,6 +89,16 @@ class TrainConfig:
             problems.append(f"--learning-rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.min_accuracy <= 1:
             problems.append(f"--min-accuracy must be in [0,1], got {self.min_accuracy}")
+        if not 0 <= self.augment_strength <= 1:
+            problems.append(f"--augment-strength must be in [0,1], got {self.augment_strength}")
+        if not 0 <= self.printed_share < 1:
+            problems.append(f"--printed-share must be in [0,1), got {self.printed_share}")
+        if self.units is not None and self.units < 2:
+            problems.append(f"--units must be >= 2, got {self.units}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0,1), got {self.dropout}")
+        if not self.worker_timeout > 0:
+            problems.append(f"--worker-timeout must be > 0, got {self.worker_timeout}")
         if not 0 <= self.max_regression <= 1:
             problems.append(f"--max-regression must be in [0,1], got {self.max_regression}")
         if not self.model_name or not self.model_name.replace("_", "").replace("-", "").isalnum():
@@ -101,6 +118,10 @@ class TrainConfig:
             "optimizer": self.optimizer.value,
             "seed": self.seed,
             "augment": self.augment,
+            "augment_strength": self.augment_strength,
+            "printed_share": self.printed_share,
+            "units": self.units,
+            "dropout": self.dropout,
             "patience": self.patience,
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
@@ -136,18 +157,27 @@ def git_revision() -> str | None:
 
 
 def run_training(config: TrainConfig) -> TrainResult:
-    """Run one job; raise QualityGateError (after saving the run's outputs) on refusal."""
-    from trainer.evaluate import evaluate_model, save_confusion_matrix_png, save_learning_curves_png
-    from trainer.export import export_model
-    from trainer.models import build_model
-    from trainer.train import fit_model, seed_everything
+    """Run one job; raise QualityGateError (after saving the run's outputs) on refusal.
+
+    With `config.distributed`, every worker of TF_CONFIG's cluster runs this: all train,
+    only the chief evaluates, gates and exports; the others return a result without a
+    version once the chief is done.
+    """
+    from trainer.train import seed_everything
 
     settings = config.settings
     started = dt.datetime.now(dt.UTC)
-    run_dir = (
-        config.output_dir / f"{config.model_name}-{config.model.value}-{started:%Y%m%dT%H%M%S%fZ}"
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    cluster = strategy = watchdog = None
+    if config.distributed:
+        from trainer import distributed
+
+        cluster = distributed.read_cluster()
+        # Before any other TensorFlow op: the strategy configures the runtime, and returns
+        # once every worker has joined.
+        strategy = distributed.create_strategy(cluster)
+        watchdog = distributed.Watchdog(cluster, config.worker_timeout).start()
+        log.info("%s of %d workers joined the cluster", cluster.name, cluster.num_workers)
+    is_chief = cluster is None or cluster.is_chief
 
     mnist = load_mnist(
         config.dataset,
@@ -160,38 +190,146 @@ def run_training(config: TrainConfig) -> TrainResult:
     splits = split_dataset(mnist, config.val_fraction, config.test_fraction, config.seed)
     log.info("data %s (%d images): splits %s", mnist.source, mnist.size, splits.sizes())
 
+    options = fit_options(config, num_workers=cluster.num_workers if cluster else 1)
+    fit_started = time.perf_counter()
+    if strategy is None:
+        model, history = train_model(config, splits, options)
+    else:
+        seed_everything(config.seed)
+        model, history = fit_distributed(config, splits, options, strategy, watchdog)
+    train_seconds = time.perf_counter() - fit_started
+    if watchdog is not None:
+        watchdog.finishing()
+    if not is_chief:
+        log.info("%s trained in %.1fs; the chief exports", cluster.name, train_seconds)
+        distributed.barrier(strategy)  # the chief's export is the job's end
+        watchdog.stop()
+        return TrainResult(None, None, {}, Path(), train_seconds, history)
+    try:
+        workers = cluster.num_workers if cluster else 1
+        return finish_training(
+            config, mnist, splits, model, history, train_seconds, started, workers
+        )
+    finally:
+        if strategy is not None:
+            distributed.barrier(strategy)
+            watchdog.stop()
+
+
+def train_model(
+    config: TrainConfig, splits: Splits, options: FitOptions | None = None
+) -> tuple[Any, dict[str, list[float]]]:
+    """Seed, build and fit in this process: the one training path of `train` and `tune`."""
+    from trainer.models import build_model
+    from trainer.train import fit_model, seed_everything
+
+    options = options or fit_options(config)
     seed_everything(config.seed)
-    model = build_model(config.model)
-    options = FitOptions(
+    model = build_model(config.model, config.units, config.dropout)
+    return model, fit_model(model, splits, options)
+
+
+def fit_options(config: TrainConfig, num_workers: int = 1) -> FitOptions:
+    """The FitOptions of a job; under N workers the global batch is N x --batch-size."""
+    printed = None
+    if config.augment and config.augment_strength > 0 and config.printed_share > 0:
+        from trainer.upload_eval import training_glyphs
+
+        printed = training_glyphs(config.seed)
+        log.info("mixing %d printed digits in the training fonts into training", len(printed[1]))
+    return FitOptions(
         epochs=config.epochs,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * num_workers,
         learning_rate=config.learning_rate,
         optimizer=config.optimizer,
         seed=config.seed,
         augment=config.augment,
         patience=config.patience,
         tensorboard_dir=config.tensorboard_dir,
+        augment_strength=config.augment_strength,
+        printed=printed,
+        printed_share=config.printed_share,
     )
-    fit_started = time.perf_counter()
-    history = fit_model(model, splits, options)
-    train_seconds = time.perf_counter() - fit_started
 
+
+def fit_distributed(config, splits, options, strategy, watchdog):
+    """Build and fit under the strategy; return a plain (strategy-free) copy and history.
+
+    Each worker's input is its own shard (`options.shard`), built by the strategy's
+    input context. The copy lets the chief evaluate and export without collective ops.
+    """
+    import dataclasses
+
+    from trainer import distributed
+    from trainer.models import build_model
+    from trainer.train import fit_under_strategy, make_train_dataset, make_val_dataset
+
+    def per_worker(make, x, y):
+        def dataset_fn(context):
+            shard = (context.input_pipeline_id, context.num_input_pipelines)
+            return make(x, y, dataclasses.replace(options, shard=shard))
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    cluster = watchdog.cluster
+    try:
+        with strategy.scope():
+            model = build_model(config.model, config.units, config.dropout)
+            history = fit_under_strategy(
+                model,
+                strategy,
+                per_worker(make_train_dataset, splits.x_train, splits.y_train),
+                per_worker(make_val_dataset, splits.x_val, splits.y_val),
+                options,
+                extra_callbacks=[distributed.progress_callback(watchdog)],
+            )
+    except Exception as error:
+        if distributed.is_collective_failure(error):
+            distributed.fail(cluster, f"TensorFlow: {str(error).splitlines()[0]}")
+        raise
+    plain = build_model(config.model, config.units, config.dropout)
+    plain.set_weights(model.get_weights())
+    return plain, history
+
+
+def finish_training(
+    config, mnist, splits, model, history, train_seconds, started, workers=1
+) -> TrainResult:
+    """Evaluate on MNIST and the upload-like set, report, gate and export (the chief's part)."""
+    from trainer.evaluate import (
+        evaluate_model,
+        evaluate_uploads,
+        save_confusion_matrix_png,
+        save_learning_curves_png,
+    )
+    from trainer.export import export_model
+
+    settings = config.settings
+    run_dir = (
+        config.output_dir / f"{config.model_name}-{config.model.value}-{started:%Y%m%dT%H%M%S%fZ}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(model, splits.x_test, splits.y_test)
+    upload = evaluate_uploads(model)
     title = f"{config.model_name} ({config.model.value})"
     save_confusion_matrix_png(metrics["confusion_matrix"], run_dir / "confusion_matrix.png", title)
     save_learning_curves_png(history, run_dir / "learning_curves.png", title)
     summary = {
         "model": config.model.value,
-        "metrics": {k: metrics[k] for k in ("accuracy", "loss", "test_samples", "per_class")},
+        "metrics": {k: metrics[k] for k in ("accuracy", "loss", "test_samples", "per_class")}
+        | {"upload": upload},
         "epochs_run": len(history.get("loss", [])),
         "train_seconds": round(train_seconds, 3),
         "history": history,
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     log.info(
-        "test accuracy %.4f, loss %.4f after %d epochs (%.1fs); outputs in %s",
+        "test accuracy %.4f, loss %.4f; upload-like: printed %.4f, handwriting %.4f; "
+        "after %d epochs (%.1fs); outputs in %s",
         metrics["accuracy"],
         metrics["loss"],
+        upload["printed_accuracy"],
+        upload["handwriting_accuracy"],
         summary["epochs_run"],
         train_seconds,
         run_dir,
@@ -199,7 +337,9 @@ def run_training(config: TrainConfig) -> TrainResult:
 
     model_dir = config.model_repository / config.model_name
     baseline = latest_version(model_dir)
-    check_quality_gate(metrics["accuracy"], config.min_accuracy, config.max_regression, baseline)
+    check_quality_gate(
+        metrics["accuracy"], config.min_accuracy, config.max_regression, baseline, upload
+    )
 
     metadata = {
         "model_name": config.model_name,
@@ -215,6 +355,9 @@ def run_training(config: TrainConfig) -> TrainResult:
         "training": {
             "epochs_run": summary["epochs_run"],
             "train_seconds": summary["train_seconds"],
+            # Under --distributed, --batch-size is per worker: the global batch is the product.
+            "workers": workers,
+            "global_batch_size": config.batch_size * workers,
         },
         "signatures": ["serving_default", "predict_images"],
         "created_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -238,4 +381,6 @@ def run_training(config: TrainConfig) -> TrainResult:
             train_seconds,
             timeout=settings.pushgateway_timeout_seconds,
         )
-    return TrainResult(version_dir, version, metrics, run_dir, train_seconds, history)
+    return TrainResult(
+        version_dir, version, metrics | {"upload": upload}, run_dir, train_seconds, history
+    )

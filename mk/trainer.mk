@@ -15,3 +15,16 @@ models: install ## List the model repository's versions with their recorded accu
 
 bench-trainer: install ## Accuracy and train+export wall time of mlp and cnn on the offline sample
 	$(PY) benchmarks/bench_trainer.py $(BENCH_ARGS)
+
+TUNER ?= grid
+MAX_TRIALS ?= 10
+TUNE_ARGS ?=
+
+.PHONY: tune bench-distributed
+
+tune: install ## Hyperparameter search with KerasTuner (MODEL=mlp|mlp-bn|cnn TUNER=grid|random|hyperband MAX_TRIALS=10 TUNE_ARGS=...)
+	$(PY) -m trainer tune --model $(MODEL) --tuner $(TUNER) --max-trials $(MAX_TRIALS) \
+		--dataset $(DATASET) $(TUNE_ARGS)
+
+bench-distributed: install ## 2 MultiWorkerMirroredStrategy workers vs 1 vs a plain process, same global batch
+	$(PY) benchmarks/bench_distributed.py $(BENCH_ARGS)

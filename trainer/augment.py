@@ -11,7 +11,8 @@ The steps, in the order an upload meets them:
 2. slant, rotation and scale (an affine transform per digit);
 3. elastic distortion (a smooth random displacement field, as handwriting wobbles);
 4. off-centre crop: the digit shifted until the frame may cut a sliver of it;
-5. blur, noise and JPEG artefacts, applied before
+5. low resolution (a digit that reached the camera as a few pixels), uneven light on
+   more paper than digit, blur, noise and JPEG artefacts, applied before
 6. the gateway's preprocessing, simulated: background removal, crop to the ink, scale
    the longer side to 20 px, centre of mass to (14, 14), as `gateway.preprocessing` does.
 
@@ -48,6 +49,14 @@ class AugmentParams:
     crop_probability: float = 0.15
     crop_shift: float = 7.0  # pixels
     blur_probability: float = 0.3
+    # A digit drawn small, or photographed far off, reaches the gateway as a few pixels,
+    # which its resize blows up into soft, thick strokes: down to 7-14 px and back.
+    low_resolution_probability: float = 0.25
+    # Uneven light: a photo's paper darkens towards one side, and what the gateway keeps
+    # of that shade widens its crop, so the digit comes out small. The digit is shrunk
+    # into the frame first, as a photo holds more paper than digit.
+    shading_probability: float = 0.3
+    shading_amplitude: float = 0.5
     # Uploads are compressed and noisy at full size, then shrunk to 28x28, which averages
     # most of it away: at 28x28 both stay mild (quality 60-95, noise up to 5% of white).
     noise_std: float = 0.05
@@ -67,6 +76,9 @@ class AugmentParams:
             crop_probability=self.crop_probability * s,
             crop_shift=self.crop_shift * s,
             blur_probability=self.blur_probability * s,
+            low_resolution_probability=self.low_resolution_probability * s,
+            shading_probability=self.shading_probability * s,
+            shading_amplitude=self.shading_amplitude * s,
             noise_std=self.noise_std * s,
             jpeg_probability=self.jpeg_probability * s,
             gateway_probability=self.gateway_probability * min(1.0, 2 * s),
@@ -209,6 +221,51 @@ def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
     return x[..., 0]
 
 
+def low_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """For a share of the digits, a coarse copy: area-averaged down to 7-14 px, bicubic back."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    s1, s2 = _seeds(seed, 2)
+    # One size per batch (resize takes one size), a different one every batch.
+    size = tf.random.stateless_uniform([], s1, 7, 15, dtype=tf.int32)
+    coarse = tf.image.resize(images[..., None], [size, size], method="area")
+    back = tf.clip_by_value(tf.image.resize(coarse, IMAGE_SHAPE, method="bicubic")[..., 0], 0, 1)
+    chosen = tf.random.stateless_uniform([batch], s2) < probability
+    return tf_where_batch(chosen, back, images)
+
+
+def shading(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
+    """For a share of the digits: shrunk into more paper, under a lighting gradient."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    s1, s2, s3, s4, s5 = _seeds(seed, 5)
+    scale = tf.random.stateless_uniform([batch], s1, 0.45, 0.9)
+    room = (1 - scale) * (SIZE - 1)
+    offset = tf.random.stateless_uniform([batch, 2], s2) * room[:, None]
+    zeros = tf.zeros_like(scale)
+    # Output pixel p samples input (p - offset) / scale.
+    small = _transform(
+        images,
+        tf.stack(
+            [1 / scale, zeros, -offset[:, 0] / scale, zeros, 1 / scale, -offset[:, 1] / scale,
+             zeros, zeros],
+            axis=1,
+        ),
+    )  # fmt: skip
+    angle = tf.random.stateless_uniform([batch, 1, 1], s3, 0, 2 * math.pi)
+    rows, cols = tf.meshgrid(
+        tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
+    )
+    ramp = tf.cos(angle) * cols / SIZE + tf.sin(angle) * rows / SIZE
+    ramp = ramp - tf.reduce_min(ramp, axis=[1, 2], keepdims=True)
+    amplitude = tf.random.stateless_uniform([batch, 1, 1], s4, 0, params.shading_amplitude)
+    shaded = tf.clip_by_value(small + ramp * amplitude, 0, 1)
+    chosen = tf.random.stateless_uniform([batch], s5) < params.shading_probability
+    return tf_where_batch(chosen, shaded, images)
+
+
 def photo_artefacts(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
     """Blur, sensor noise and JPEG compression, each on a random share of the digits."""
     import tensorflow as tf
@@ -337,11 +394,13 @@ def augment_batch(
     if strength <= 0:
         return images
     p = (params or AugmentParams()).scaled(strength)
-    seeds = _seeds(tf.cast(seed, tf.int64), 7)
+    seeds = _seeds(tf.cast(seed, tf.int64), 9)
     x = change_thickness(images, seeds[0], p.thickness_probability)
     x = affine(x, seeds[1], p)
     x = elastic(x, seeds[2], p.elastic_alpha)
     x = off_centre_crop(x, seeds[3], p)
+    x = low_resolution(x, seeds[6], p.low_resolution_probability)
+    x = shading(x, seeds[7], p)
     x = photo_artefacts(x, seeds[4], p)
     through_gateway = tf.random.stateless_uniform([tf.shape(x)[0]], seeds[5]) < (
         p.gateway_probability

@@ -131,16 +131,24 @@ def probe(address: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
         return error.strerror or type(error).__name__
 
 
-def describe_lost_peers(cluster: Cluster) -> str:
-    """Which peers do not answer, by name and address; the message of a WorkerLostError."""
-    lost = [
-        f"{name} ({address}: {why})"
-        for name, address in cluster.peers()
-        if (why := probe(address)) is not None
-    ]
-    if lost:
-        return f"lost {', '.join(lost)}: it died or was stopped, and training cannot go on"
-    return "a peer stopped taking part in training, yet every address still answers"
+def describe_lost_peers(cluster: Cluster, patience: float = 0.0) -> str:
+    """Which peers do not answer, by name and address; the message of a failed job.
+
+    A peer killed a moment ago may still hold its port for a little while: with
+    `patience`, probe again (every half second) until one fails or the time is up.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        lost = [
+            f"{name} ({address}: {why})"
+            for name, address in cluster.peers()
+            if (why := probe(address)) is not None
+        ]
+        if lost:
+            return f"lost {', '.join(lost)}: it died or was stopped, and training cannot go on"
+        if time.monotonic() >= deadline:
+            return "a peer stopped taking part in training, yet every address still answers"
+        time.sleep(0.5)
 
 
 class Watchdog:
@@ -194,7 +202,7 @@ class Watchdog:
             failed_before = failing
 
 
-def fail(cluster: Cluster, why: str) -> None:
+def fail(cluster: Cluster, why: str, patience: float = 10.0) -> None:
     """Report a lost peer from this task, and end the process at once (exit code 1).
 
     os._exit, not an exception: the main thread is blocked inside a TensorFlow collective
@@ -202,7 +210,7 @@ def fail(cluster: Cluster, why: str) -> None:
     """
     message = (
         f"error: distributed training failed on {cluster.name}: "
-        f"{describe_lost_peers(cluster)} ({why})"
+        f"{describe_lost_peers(cluster, patience)} ({why})"
     )
     log.error(message)
     print(message, file=sys.stderr, flush=True)

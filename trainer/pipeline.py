@@ -17,6 +17,7 @@ from trainer.data import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     DatasetSource,
+    Mnist,
     Splits,
     load_mnist,
     split_dataset,
@@ -165,7 +166,6 @@ def run_training(config: TrainConfig) -> TrainResult:
     """
     from trainer.train import seed_everything
 
-    settings = config.settings
     started = dt.datetime.now(dt.UTC)
     cluster = strategy = watchdog = None
     if config.distributed:
@@ -179,17 +179,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         log.info("%s of %d workers joined the cluster", cluster.name, cluster.num_workers)
     is_chief = cluster is None or cluster.is_chief
 
-    mnist = load_mnist(
-        config.dataset,
-        config.data_path,
-        url=settings.mnist_url,
-        sha256=settings.mnist_sha256,
-        timeout=settings.download_timeout_seconds,
-        cache_dir=settings.keras_cache_dir,
-    )
-    splits = split_dataset(mnist, config.val_fraction, config.test_fraction, config.seed)
-    log.info("data %s (%d images): splits %s", mnist.source, mnist.size, splits.sizes())
-
+    mnist, splits = load_splits(config)
     options = fit_options(config, num_workers=cluster.num_workers if cluster else 1)
     fit_started = time.perf_counter()
     if strategy is None:
@@ -214,6 +204,22 @@ def run_training(config: TrainConfig) -> TrainResult:
         if strategy is not None:
             distributed.barrier(strategy)
             watchdog.stop()
+
+
+def load_splits(config: TrainConfig) -> tuple[Mnist, Splits]:
+    """The job's MNIST and its seeded train/validation/test split."""
+    settings = config.settings
+    mnist = load_mnist(
+        config.dataset,
+        config.data_path,
+        url=settings.mnist_url,
+        sha256=settings.mnist_sha256,
+        timeout=settings.download_timeout_seconds,
+        cache_dir=settings.keras_cache_dir,
+    )
+    splits = split_dataset(mnist, config.val_fraction, config.test_fraction, config.seed)
+    log.info("data %s (%d images): splits %s", mnist.source, mnist.size, splits.sizes())
+    return mnist, splits
 
 
 def train_model(

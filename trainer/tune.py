@@ -23,9 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from trainer.data import load_mnist, split_dataset
 from trainer.models import DEFAULT_DROPOUT, DEFAULT_UNITS, Architecture
-from trainer.pipeline import MODEL_DEFAULTS, TrainConfig
+from trainer.pipeline import MODEL_DEFAULTS, TrainConfig, load_splits
 
 log = logging.getLogger(__name__)
 
@@ -344,16 +343,7 @@ def run_tune(
     space: SearchSpace | None = None,
 ) -> Path | None:
     """Search (or resume searching) and return the best hyperparameters file."""
-    settings = base.settings
-    mnist = load_mnist(
-        base.dataset,
-        base.data_path,
-        url=settings.mnist_url,
-        sha256=settings.mnist_sha256,
-        timeout=settings.download_timeout_seconds,
-        cache_dir=settings.keras_cache_dir,
-    )
-    splits = split_dataset(mnist, base.val_fraction, base.test_fraction, base.seed)
+    _, splits = load_splits(base)
     space = space or SearchSpace()
     searcher = make_tuner(tuner, base, splits, objective, max_trials, directory, space)
     finished = sum(1 for t in searcher.oracle.trials.values() if t.status == "COMPLETED")

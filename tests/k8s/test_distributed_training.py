@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ import yaml
 from tests.k8s.manifests import (
     K8S_DIR,
     NAMESPACE,
-    REPO_ROOT,
     Manifest,
     kind_name,
     kubectl,
@@ -36,6 +33,7 @@ from tests.k8s.manifests import (
 )
 from tests.k8s.test_policy import container_problems
 from tests.k8s.test_render import validation_errors
+from tests.k8s.test_trainer_job import run_manifest_command
 from trainer.distributed import read_cluster
 
 COMPONENTS = K8S_DIR / "components" / "distributed-training"
@@ -261,28 +259,11 @@ def test_trainer_cli_accepts_the_manifest_command_line(request, component, tmp_p
         template = pod_template(job)
     else:
         template = worker_pod(request.getfixturevalue("tfjob"))
-    spec = container(template)
-    args = list(spec["args"])
+    args = container(template)["args"]
     assert args[:2] == ["train", "--distributed"]
     assert any(arg.startswith("--min-accuracy=") for arg in args), "quality gate is off"
     assert "--model-repository=/models" in args
-    repository = tmp_path / "models"
-    (repository / "mnist" / "1").mkdir(parents=True)
-    args = [arg.replace("=/models", f"={repository}") for arg in args] + ["--if-empty"]
-    env = {var["name"]: var["value"] for var in spec["env"] if "value" in var}
-    env.update(MODEL_REPOSITORY=str(repository), HOME=str(tmp_path), MPLCONFIGDIR=str(tmp_path))
-    env["PUSHGATEWAY_URL"] = "http://127.0.0.1:9"
-    result = subprocess.run(
-        [sys.executable, "-m", "trainer", *args],
-        cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, f"trainer {args} refused:\n{result.stdout}\n{result.stderr}"
-    assert sorted(p.name for p in (repository / "mnist").iterdir()) == ["1"]
+    run_manifest_command(container(template), tmp_path)
 
 
 def test_the_tfjob_component_names_the_operator_as_its_prerequisite() -> None:

@@ -24,6 +24,12 @@ def test_trainer_cli_accepts_the_manifest_command_line(
     rendered: dict[str, list[Manifest]], kind: str, name: str, tmp_path: Path
 ) -> None:
     container = pod_template(one(rendered["gpu"], kind, name))["spec"]["containers"][0]
+    run_manifest_command(container, tmp_path)
+
+
+def run_manifest_command(container: Manifest, tmp_path: Path) -> None:
+    """Run the trainer with a container's args and env against a repository holding a
+    version, with --if-empty: it parses everything, then exits without training."""
     repository = tmp_path / "models"
     (repository / "mnist" / "1").mkdir(parents=True)
     args = [arg.replace(f"={MOUNT}", f"={repository}") for arg in container["args"]]

@@ -98,6 +98,7 @@ def test_a_killed_worker_fails_the_job_naming_it(process_factory, tmp_path: Path
     killed = time.monotonic()
     chief.process.wait(timeout=90)
     took = time.monotonic() - killed
+    print(f"\nthe chief failed {took:.1f}s after worker 1 was killed")
     log = chief.log_path.read_text()
     assert chief.process.returncode == 1, log[-3000:]
     assert took < 60, f"the chief took {took:.0f}s to give up"

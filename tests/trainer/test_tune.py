@@ -24,7 +24,7 @@ def tune(directory: Path, max_trials: int, *extra: str):
         app,
         [
             "tune", "--model", "mlp", "--tuner", "grid", "--max-trials", str(max_trials),
-            "--epochs", "2", "--dataset", "offline", "--seed", str(SEED),
+            "--epochs", "1", "--dataset", "offline", "--seed", str(SEED),
             "--directory", str(directory), *extra,
         ],
     )  # fmt: skip

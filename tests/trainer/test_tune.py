@@ -69,13 +69,18 @@ def test_grid_search_writes_its_table_and_train_config_reproduces_the_best(tmp_p
     assert hyperparameters["batch_size"] == best["batch_size"]
     assert metadata["metrics"]["accuracy"] == pytest.approx(best["_test_accuracy"], abs=0.01)
 
-    # The same directory again, one more trial allowed: the two done are not redone.
-    resumed = tune(directory, 3)
+    # The same directory again, one more trial allowed: the two done are not redone; and
+    # the best is exported through the gate.
+    exported = tmp_path / "exported"
+    resumed = tune(
+        directory, 3, "--export-best", "--model-repository", str(exported), "--min-accuracy", "0"
+    )
     assert resumed.exit_code == 0, resumed.output[-3000:]
     assert "resuming" in resumed.stdout and "2 trial(s) already done" in resumed.stdout
     assert len(trial_lines(resumed.stdout)) == 1
     with (directory / TRIALS_CSV).open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
+    assert resumed.stdout.strip().splitlines()[-1] == str(exported / "mnist" / "1")
 
 
 def test_bad_choices_are_usage_errors(tmp_path: Path) -> None:

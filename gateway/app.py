@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from gateway.config import MAX_LABEL_LENGTH, Settings, get_settings
 from gateway.dataplane import DataPlane
 from gateway.decode_pool import DecodePool
+from gateway.drift import DriftMonitor
 from gateway.errors import (
     InvalidInputError,
     MalformedRequestError,
@@ -34,6 +35,8 @@ from gateway.feedback_store import FeedbackStore, create_feedback_store
 from gateway.inputs import parse_predict_body
 from gateway.metrics import GatewayMetrics, MetricLabels
 from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from gateway.prediction_log import PredictionLog, create_prediction_log
+from gateway.prediction_memory import PredictionMemory, create_prediction_memory
 from gateway.schemas import (
     ErrorResponse,
     FeedbackItem,
@@ -45,6 +48,7 @@ from gateway.schemas import (
     ReadyResponse,
     predict_request_type,
 )
+from gateway.shadow import ShadowRunner
 from gateway.tfs_protos import load_messages
 from gateway.upstream import ServingClient, Upstream
 
@@ -194,7 +198,7 @@ async def predict(request: Request) -> Response:
         await request.body(), state.predict_envelope, state.settings.max_batch_size
     )
     result = await state.dataplane.predict_instances(
-        request.path_params["model"], payload, version, label
+        request.path_params["model"], payload, version, label, request.state.request_id
     )
     result["request_id"] = request.state.request_id
     return json_response(result)
@@ -249,7 +253,9 @@ async def predict_image(request: Request) -> Response:
             f"unsupported media type {kind or '(none)'}: send multipart/form-data with a "
             f"'file' field, or a raw body of type {', '.join(IMAGE_TYPES)}"
         )
-    result = await state.dataplane.predict_image(request.path_params["model"], data, version, label)
+    result = await state.dataplane.predict_image(
+        request.path_params["model"], data, version, label, request.state.request_id
+    )
     result["request_id"] = request.state.request_id
     return json_response(result)
 
@@ -414,6 +420,50 @@ def start_metrics_listener(settings: Settings, metrics: GatewayMetrics):
     return server
 
 
+class Observers:
+    """The prediction log, the per-prediction memory, shadow traffic and drift, each on
+    when its settings say so (GATEWAY_LOG_ENABLED, GATEWAY_SHADOW_*, GATEWAY_DRIFT_ENABLED)."""
+
+    def __init__(self, settings: Settings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+        self.settings, self.upstream, self.metrics = settings, upstream, metrics
+        self.log: PredictionLog | None = None
+        self.memory: PredictionMemory | None = None
+        self.shadow: ShadowRunner | None = None
+        self.drift: DriftMonitor | None = None
+
+    async def start(self, dataplane: DataPlane) -> None:
+        """Build and start the parts (inside the running event loop); attach them."""
+        settings, metrics = self.settings, self.metrics
+        if settings.log_enabled:
+            self.log = create_prediction_log(settings, metrics)
+            self.log.start()
+        if settings.log_enabled or settings.shadow_on:
+            self.memory = create_prediction_memory(settings, metrics)
+            await self.memory.start()
+        if settings.shadow_on:
+            self.shadow = ShadowRunner(
+                self.upstream,
+                metrics,
+                settings.shadow_label,
+                settings.shadow_percent,
+                settings.shadow_timeout_seconds,
+                settings.shadow_max_concurrency,
+                self.memory,
+                self.log.submit if self.log is not None else None,
+            )
+        if settings.drift_enabled:
+            self.drift = DriftMonitor(self.upstream, metrics, settings.drift_signature_name)
+        dataplane.attach_observers(self.log, self.memory, self.shadow, self.drift)
+
+    async def close(self) -> None:
+        """Stop shadow calls and reference fetches, write what is queued, close."""
+        for part in (self.shadow, self.drift, self.memory):
+            if part is not None:
+                await part.close()
+        if self.log is not None:
+            await asyncio.to_thread(self.log.stop)
+
+
 def create_app(
     settings: Settings | None = None,
     upstream: Upstream | None = None,
@@ -431,6 +481,7 @@ def create_app(
     decode_pool = DecodePool(settings.decode_workers, settings.decode_queue)
     dataplane = DataPlane(settings, upstream, metrics, feedback_store, decode_pool)
     envelope = predict_request_type(settings.max_batch_size)
+    observers = Observers(settings, upstream, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -438,9 +489,11 @@ def create_app(
         if settings.metrics_port is not None:
             metrics_server = start_metrics_listener(settings, metrics)
         await upstream.start()
+        await observers.start(dataplane)
         try:
             yield
         finally:
+            await observers.close()
             await upstream.close()
             await feedback_store.close()
             decode_pool.shutdown()
@@ -460,6 +513,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dataplane
+    app.state.observers = observers
     app.state.predict_envelope = TypeAdapter(envelope)
     app.include_router(hot)
     app.include_router(v1)

@@ -136,6 +136,57 @@ class GatewayMetrics:
             ["model", "version", "label"],
             registry=self.registry,
         )
+        # Prediction log (gateway/prediction_log.py) and the per-prediction memory that
+        # keeps inputs and shadow answers for the feedback window.
+        self.log_records = Counter(
+            "gateway_prediction_log_records",
+            "Records appended to the prediction log, by type (prediction|feedback|shadow).",
+            ["type"],
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "gateway_prediction_log_dropped",
+            "Prediction-log records or remembered inputs lost, by reason "
+            "(queue_full|write_error|memory_full|memory_error).",
+            ["reason"],
+            registry=self.registry,
+        )
+        # Shadow traffic (gateway/shadow.py), counted per instance, never in the served
+        # version's metrics.
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests",
+            "Shadow predictions by model, shadow version and outcome "
+            "(agree|disagree|error|dropped).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_duration = Histogram(
+            "gateway_shadow_duration_seconds",
+            "Time of Predict calls to the shadow version, success or failure.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_feedback = Counter(
+            "gateway_shadow_feedback",
+            "Feedback scored against the shadow version's answer (correct|incorrect).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        # Drift (gateway/drift.py): live bin counts and the version's reference shares;
+        # the recording rules compute the population stability index from them.
+        self.drift_observations = Counter(
+            "gateway_drift_observations",
+            "Predictions whose statistic fell in each reference bin.",
+            ["model", "version", "statistic", "bin"],
+            registry=self.registry,
+        )
+        self.drift_reference = Gauge(
+            "gateway_drift_reference_ratio",
+            "Share of the version's held-out data in each bin of each statistic.",
+            ["model", "version", "statistic", "bin"],
+            registry=self.registry,
+        )
         # Labels move between versions during a rollout; remember where each one points so
         # the old series is removed and rules never see a label on two versions at once.
         self._label_versions: dict[tuple[str, str], str] = {}

@@ -135,6 +135,16 @@ def git_revision() -> str | None:
     return revision or None
 
 
+def compute_reference_stats(model: Any, images: Any) -> dict[str, Any]:
+    """Reference statistics of held-out `images` (uint8) as the model sees them."""
+    from trainer.data import scale_pixels
+    from trainer.reference_stats import compute_reference
+
+    scaled = scale_pixels(images)
+    probabilities = model.predict(scaled, verbose=0, batch_size=256)
+    return compute_reference(scaled.reshape(-1, 28, 28), probabilities)
+
+
 def run_training(config: TrainConfig) -> TrainResult:
     """Run one job; raise QualityGateError (after saving the run's outputs) on refusal."""
     from trainer.evaluate import evaluate_model, save_confusion_matrix_png, save_learning_curves_png
@@ -216,12 +226,18 @@ def run_training(config: TrainConfig) -> TrainResult:
             "epochs_run": summary["epochs_run"],
             "train_seconds": summary["train_seconds"],
         },
-        "signatures": ["serving_default", "predict_images"],
+        "signatures": ["serving_default", "predict_images", "reference_stats"],
         "created_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "git_revision": settings.git_revision or git_revision(),
     }
+    reference = compute_reference_stats(model, splits.x_val)
     version_dir = export_model(
-        model, config.model_repository, config.model_name, metadata, splits.x_test[:8]
+        model,
+        config.model_repository,
+        config.model_name,
+        metadata,
+        splits.x_test[:8],
+        reference=reference,
     )
     version = int(version_dir.name)
     log.info("exported %s version %d to %s", config.model_name, version, version_dir)

@@ -44,6 +44,7 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         f"--prometheus-port={free_port()}",
         f"--pushgateway-port={pushgateway_port}",
         f"--redis-port={free_port()}",
+        f"--log-dir={tmp_path / 'prediction_log'}",
     ]
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     try:
@@ -79,6 +80,15 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         again = run("scripts/demo.py", f"--gateway-url={gateway_url}", "--count=6", "--replay")
         assert again.returncode == 0, again.stdout + again.stderr
         assert "sent again: 409 duplicate_feedback" in again.stdout, again.stdout
+
+        # The demo left a prediction log, and the trainer reads it: two runs of 12
+        # predictions (6 as arrays, 6 as PNGs) with their inputs, and 6 labels each (the
+        # replayed duplicates are not logged).
+        summary = run("-m", "trainer", "log", "summary", f"--log-dir={tmp_path / 'prediction_log'}")
+        assert summary.returncode == 0, summary.stdout + summary.stderr
+        row = next(line for line in summary.stdout.splitlines() if line.startswith("mnist "))
+        assert row.split()[2:5] == ["24", "24", "12"], summary.stdout
+        assert "skipped" not in summary.stdout
 
         status = run(*stack[:1], "status", *stack[1:])
         assert status.returncode == 0 and status.stdout.count(" ready ") == len(pids)

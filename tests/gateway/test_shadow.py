@@ -133,4 +133,3 @@ def test_a_hung_or_failing_shadow_never_delays_or_fails_a_client(
         assert counted["dropped"] >= 10 and counted["error"] >= 2, counted
     else:
         assert counted["error"] == 20 - counted["dropped"] and counted["error"] >= 10, counted
-    assert metric(scrape(gateway), "gateway_requests_total", status="200") >= 20

@@ -139,7 +139,7 @@ def log_disk(log_dir: Path) -> dict:
     with_input = sum(sizes[True]) / max(len(sizes[True]), 1)
     without = sum(sizes[False]) / max(len(sizes[False]), 1)
     if not sizes[False]:  # every input was sampled: the rest of a record is its size less that
-        without = with_input - 1048 - len(', "input": ""')
+        without = with_input - 1048 - len(',"input":""')
     return {"records": len(sizes[True]) + len(sizes[False]), "with": with_input, "without": without}
 
 

@@ -41,38 +41,55 @@ STATISTICS = (
 )
 INK_THRESHOLD = 0.5
 MAX_BINS = 16  # bounds the label values a model can make the gateway export
-RETRY_SECONDS = 60.0  # a version without a reference (or a failed call) is asked again
+# A version without a reference (or a failed call) is asked again after this long.
+RETRY_SECONDS = 60.0
+# bbox_size, bbox_center_x and bbox_center_y of an image without ink.
+NO_INK = np.array([[0.0], [-1.0], [-1.0]])
+
+
+def statistics_table(batch: np.ndarray, classes: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+    """Each statistic's value per instance, float64 [len(STATISTICS), N], of a float
+    [N, 28, 28] batch in [0, 1]. Few numpy calls: this runs on every prediction."""
+    count, side = batch.shape[0], batch.shape[1]
+    ink = batch > INK_THRESHOLD
+    rows, cols = ink.any(axis=2), ink.any(axis=1)
+    top, left = rows.argmax(axis=1), cols.argmax(axis=1)
+    bottom = side - 1 - rows[:, ::-1].argmax(axis=1)
+    right = side - 1 - cols[:, ::-1].argmax(axis=1)
+    has_ink = rows.any(axis=1)
+    table = np.empty((len(STATISTICS), count))
+    table[0] = classes
+    table[1] = confidences
+    table[2] = np.count_nonzero(ink.reshape(count, -1), axis=1) / float(side * side)
+    table[3] = batch.reshape(count, -1).sum(axis=1, dtype=np.float64) / float(side * side)
+    table[4] = (bottom - top + 1) * (right - left + 1) / float(side * side)
+    table[5] = (left + right) / 2.0
+    table[6] = (top + bottom) / 2.0
+    empty = ~has_ink
+    if empty.any():
+        table[4:, empty] = NO_INK
+    return table
 
 
 def live_statistics(
     batch: np.ndarray, classes: np.ndarray, confidences: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Each statistic's value per instance of a float [N, 28, 28] batch in [0, 1]."""
-    ink = batch > INK_THRESHOLD
-    rows, cols = ink.any(axis=2), ink.any(axis=1)
-    has_ink = rows.any(axis=1)
-    side = batch.shape[1]
-    top, left = rows.argmax(axis=1), cols.argmax(axis=1)
-    bottom = side - 1 - rows[:, ::-1].argmax(axis=1)
-    right = side - 1 - cols[:, ::-1].argmax(axis=1)
-    size = (bottom - top + 1) * (right - left + 1) / float(side * side)
-    return {
-        "class": classes.astype(np.float64),
-        "confidence": confidences.astype(np.float64),
-        "ink_fraction": ink.mean(axis=(1, 2)),
-        "mean_intensity": batch.mean(axis=(1, 2), dtype=np.float64),
-        "bbox_size": np.where(has_ink, size, 0.0),
-        "bbox_center_x": np.where(has_ink, (left + right) / 2.0, -1.0),
-        "bbox_center_y": np.where(has_ink, (top + bottom) / 2.0, -1.0),
-    }
+    """`statistics_table` as {statistic: values}."""
+    table = statistics_table(batch, classes, confidences)
+    return dict(zip(STATISTICS, table, strict=True))
 
 
 @dataclass
 class Reference:
-    """A version's bins: cut points per statistic, and the counters of its bins."""
+    """A version's bins: the cut points of every statistic in one table (padded with +inf,
+    which no value reaches), and the live counts [statistic, bin]."""
 
-    cuts: dict[str, np.ndarray]
-    counters: dict[str, list[Any]]
+    cuts: np.ndarray
+    counts: np.ndarray
+    # The statistics this reference has, as rows of `statistics_table`, and as rows of
+    # `cuts` and `counts`.
+    rows: np.ndarray
+    index: np.ndarray
 
 
 def parse_reference(outputs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -106,18 +123,17 @@ class DriftMonitor:
         self, model: str, version: int, batch: np.ndarray, classes: np.ndarray, confidences
     ) -> None:
         """Count one answered batch in its version's bins (ask for the reference first)."""
-        key = (model, version)
-        reference = self._references.get(key)
+        reference = self._references.get((model, version))
         if reference is None:
-            self._ask(key)
+            self._ask((model, version))
             return
-        values = live_statistics(batch, classes, confidences)
-        for statistic, cuts in reference.cuts.items():
-            bins = np.searchsorted(cuts, values[statistic], side="right")
-            counts = np.bincount(bins, minlength=len(cuts) + 1)
-            counters = reference.counters[statistic]
-            for index in np.flatnonzero(counts).tolist():
-                counters[index].inc(int(counts[index]))
+        values = statistics_table(batch, classes, confidences)[reference.rows]
+        # A value's bin is the number of cuts at or below it (searchsorted, side="right").
+        bins = (values[:, :, np.newaxis] >= reference.cuts[:, np.newaxis, :]).sum(axis=2)
+        if bins.shape[1] == 1:
+            reference.counts[reference.index, bins[:, 0]] += 1
+        else:
+            np.add.at(reference.counts, (reference.index[:, np.newaxis], bins), 1)
 
     def _ask(self, key: tuple[str, int]) -> None:
         now = time.monotonic()
@@ -142,22 +158,21 @@ class DriftMonitor:
             return
         model_label = self.metrics.labels.model(model)
         version_label = self.metrics.labels.served_version(model, version)
-        counters = {}
-        for statistic, (_, proportions) in parsed.items():
-            counters[statistic] = []
+        statistics = [statistic for statistic in STATISTICS if statistic in parsed]
+        bins = [len(parsed[statistic][1]) for statistic in statistics]
+        cuts = np.full((len(statistics), max(bins) - 1 or 1), np.inf)
+        for row, statistic in enumerate(statistics):
+            statistic_cuts, proportions = parsed[statistic]
+            cuts[row, : len(statistic_cuts)] = statistic_cuts
             for index, share in enumerate(proportions.tolist()):
-                bin_label = str(index)
                 self.metrics.drift_reference.labels(
-                    model_label, version_label, statistic, bin_label
+                    model_label, version_label, statistic, str(index)
                 ).set(share)
-                # Every bin exists from the start, so rate() sees an empty bin as 0.
-                counters[statistic].append(
-                    self.metrics.drift_observations.labels(
-                        model_label, version_label, statistic, bin_label
-                    )
-                )
-        cuts = {statistic: pair[0] for statistic, pair in parsed.items()}
-        self._references[(model, version)] = Reference(cuts, counters)
+        # Every bin exists from the start, so rate() sees an empty bin as 0.
+        counts = self.metrics.drift_observations.table(model_label, version_label, statistics, bins)
+        rows = np.array([STATISTICS.index(statistic) for statistic in statistics])
+        index = np.arange(len(statistics))
+        self._references[(model, version)] = Reference(cuts, counts, rows, index)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,9 +1,11 @@
 """The prediction log: one NDJSON record per prediction, feedback and shadow answer.
 
-The request path only builds a small dict and enqueues it (`PredictionLog.submit`); a
-background thread serialises and appends. The queue is bounded: when it is full the
-record is dropped and counted (`gateway_prediction_log_dropped_total{reason="queue_full"}`),
-never waited for.
+The request path only builds a small dict and appends it to a buffer
+(`PredictionLog.submit`); a background thread wakes every 100 ms, serialises and appends
+what has gathered. No lock, no wake-up per record: handing each record to the thread
+cost a third of the gateway's throughput (measured with `make bench-gateway`). The buffer
+is bounded: when it is full the record is dropped and counted
+(`gateway_prediction_log_dropped_total{reason="queue_full"}`), never waited for.
 
 Files: `<dir>/predictions-<replica>-<YYYYMMDDTHH>-<seq>.ndjson`, one set per replica, so
 any number of replicas can share one volume. A new file starts every UTC hour and when
@@ -23,11 +25,11 @@ import contextlib
 import errno
 import logging
 import os
-import queue
 import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +47,8 @@ FILE_SUFFIX = ".ndjson"
 FILE_PATTERN = re.compile(
     r"^predictions-(?P<replica>.+)-(?P<hour>\d{8}T\d{2})-(?P<seq>\d{4,})\.ndjson$"
 )
+# How often the writer wakes to write what has gathered.
+FLUSH_INTERVAL_SECONDS = 0.1
 # How often the writer enforces retention even without a rotation.
 RETENTION_INTERVAL_SECONDS = 60.0
 # A file another replica wrote to this recently may still be open: retention spares it.
@@ -174,12 +178,15 @@ class LogFiles:
 
 
 class PredictionLog:
-    """A bounded queue and the thread that drains it into `LogFiles`."""
+    """A bounded buffer and the thread that drains it into `LogFiles`."""
 
     def __init__(self, files: LogFiles, queue_size: int, metrics: GatewayMetrics) -> None:
         self.files = files
         self.metrics = metrics
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        # deque.append and popleft are atomic: the request path takes no lock.
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._dropped_full = metrics.log_dropped.labels("queue_full")
         self._write_errors = metrics.log_dropped.labels("write_error")
@@ -194,27 +201,25 @@ class PredictionLog:
         self._thread.start()
 
     def submit(self, record: dict[str, Any]) -> None:
-        """Enqueue one record; drop and count it if the queue is full. Never blocks."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        """Buffer one record; drop and count it if the buffer is full. Never blocks."""
+        if len(self._pending) >= self.queue_size:
             self._dropped_full.inc()
+            return
+        self._pending.append(record)
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every record enqueued so far is written (tests, shutdown)."""
+        """Wait until every record submitted so far is written (tests, shutdown)."""
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._pending.append(done)
+        self._wake.set()
         return done.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what is queued (within `timeout`), then stop the thread."""
+        """Write what is buffered (within `timeout`), then stop the thread."""
         if self._thread is None:
             return
-        with contextlib.suppress(queue.Full):
-            self._queue.put(_STOP, timeout=timeout)
+        self._pending.append(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
         self.files.close()
@@ -222,16 +227,16 @@ class PredictionLog:
     def _run(self) -> None:
         next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
         while True:
-            try:
-                item = self._queue.get(timeout=RETENTION_INTERVAL_SECONDS)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                return
-            if isinstance(item, threading.Event):
-                item.set()
-            elif item is not None:
-                self._write(item)
+            self._wake.wait(FLUSH_INTERVAL_SECONDS)
+            self._wake.clear()
+            while self._pending:
+                item = self._pending.popleft()
+                if item is _STOP:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
+                else:
+                    self._write(item)
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
                 self._guard(self.files.enforce_retention)

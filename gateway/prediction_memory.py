@@ -11,8 +11,9 @@
 1 KB per prediction for the feedback window; GATEWAY_LOG_REDIS_URL can give it a Redis of
 its own, so that evicting inputs never evicts the scored ids of feedback deduplication.
 
-Writes never sit on the request path: `remember` enqueues, and a background task writes
-batches in one pipeline; a full queue drops and counts (`reason="memory_full"`).
+Writes never sit on the request path: `remember` appends to a buffer, and a background
+task writes it every 100 ms (or once 256 wait) in one pipeline; a full buffer drops and
+counts (`reason="memory_full"`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ logger = logging.getLogger("gateway")
 
 KEY_PREFIX = "gateway:prediction:"
 BATCH = 256
+FLUSH_INTERVAL_SECONDS = 0.1
 # Feedback waits at most this long for this process's queued writes before reading.
 RECALL_WAIT_SECONDS = 1.0
 # Without Redis: the inputs of the last 10,000 predictions (about 8 MB) of this process.
@@ -140,9 +142,11 @@ class PredictionMemory:
     ) -> None:
         self.backend = backend
         self.ttl = ttl_seconds
-        self._queue: asyncio.Queue[tuple[str, str, bytes]] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._buffer: list[tuple[str, str, bytes]] = []
+        self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
-        # Writes queued and written so far: recall waits for those queued before it only.
+        # Writes buffered and written so far: recall waits for those buffered before it only.
         self._queued = 0
         self._written = 0
         self._progress = asyncio.Condition()
@@ -153,20 +157,23 @@ class PredictionMemory:
         self._task = asyncio.create_task(self._drain(), name="prediction-memory")
 
     def remember(self, key: str, field: str, value: bytes) -> None:
-        """Enqueue one field of one prediction; drop and count it if the queue is full."""
-        try:
-            self._queue.put_nowait((key, field, value))
-            self._queued += 1
-        except asyncio.QueueFull:
+        """Buffer one field of one prediction; drop and count it if the buffer is full."""
+        if len(self._buffer) >= self.queue_size:
             self._full.inc()
+            return
+        self._buffer.append((key, field, value))
+        self._queued += 1
+        if len(self._buffer) >= BATCH:
+            self._kick.set()
 
     async def recall(self, keys: Sequence[str]) -> list[Remembered]:
         """What is remembered of each key; nothing (and a warning) if the store fails.
 
-        Writes this process has queued are finished first, so feedback sent right after
-        its prediction finds the input.
+        Writes this process buffered before are finished first, so feedback sent right
+        after its prediction finds the input.
         """
         target = self._queued
+        self._kick.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RECALL_WAIT_SECONDS), self._progress:
                 await self._progress.wait_for(lambda: self._written >= target)
@@ -178,28 +185,33 @@ class PredictionMemory:
 
     async def _drain(self) -> None:
         while True:
-            items = [await self._queue.get()]
-            while len(items) < BATCH and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-            try:
-                await self.backend.write(items, self.ttl)
-            except Exception as error:
-                self._errors.inc(len(items))
-                logger.warning("prediction memory: %d writes lost: %s", len(items), error)
-            finally:
-                for _ in items:
-                    self._queue.task_done()
-                async with self._progress:
-                    self._written += len(items)
-                    self._progress.notify_all()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_INTERVAL_SECONDS):
+                    await self._kick.wait()
+            self._kick.clear()
+            await self._write_buffer()
+
+    async def _write_buffer(self) -> None:
+        items, self._buffer = self._buffer, []
+        if not items:
+            return
+        try:
+            for start in range(0, len(items), BATCH):
+                await self.backend.write(items[start : start + BATCH], self.ttl)
+        except Exception as error:
+            self._errors.inc(len(items))
+            logger.warning("prediction memory: %d writes lost: %s", len(items), error)
+        async with self._progress:
+            self._written += len(items)
+            self._progress.notify_all()
 
     async def close(self) -> None:
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.join(), 2.0)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._write_buffer(), 2.0)
         await self.backend.close()
 
 

@@ -118,9 +118,9 @@ def test_bad_traffic_raises_psi_and_the_alert_and_good_traffic_stays_quiet(drift
         prometheus.wait_for(
             f'{alerts[:-1]},model="{kind}",alertstate=~"pending|firing"}}', timeout=90
         )
-        drifted = {
-            s for s, value in psi_by_statistic(prometheus, kind).items() if value > THRESHOLD
-        }
+        psi = psi_by_statistic(prometheus, kind)
+        print(f"PSI {kind}: " + ", ".join(f"{s} {v:.2f}" for s, v in sorted(psi.items())))
+        drifted = {s for s, value in psi.items() if value > THRESHOLD}
         if kind == "oneclass":
             assert "class" in drifted, drifted
         else:  # the input itself is wrong: its ink and intensity moved
@@ -130,6 +130,7 @@ def test_bad_traffic_raises_psi_and_the_alert_and_good_traffic_stays_quiet(drift
         lambda: time.time() > started + 2 * WINDOW_SECONDS, 90, message="two windows of traffic"
     )
     good = psi_by_statistic(prometheus, "good")
+    print("PSI good: " + ", ".join(f"{s} {v:.3f}" for s, v in sorted(good.items())))
     assert set(good) >= {"class", "confidence", "ink_fraction", "bbox_size"}
     assert max(good.values()) < THRESHOLD, good
     worst = prometheus.query(f'max(max_over_time({PSI}{{model="good"}}[{WINDOW}]))')

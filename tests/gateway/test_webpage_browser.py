@@ -25,7 +25,7 @@ from tests.fixtures.browser import DESKTOP, PHONE, save_screenshot
 from tests.fixtures.gateway import Gateway, launch_gateway
 from tests.fixtures.monitoring import Prometheus, find_binary, start_prometheus_process
 from tests.fixtures.processes import free_port, wait_until
-from tests.gateway.images import photographed_mnist
+from tests.gateway.images import photographed_mnist, white_webp
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,19 @@ for (const element of document.querySelectorAll('body *')) {
   if (ratio < (large ? 3 : 4.5)) low.push(`${element.tagName}#${element.id} ${text} ${ratio}`);
 }
 return low;
+"""
+
+
+# Drops a file on the input panel: arguments are its bytes (base64), name and type.
+DROP = """
+const [data, name, type] = arguments;
+const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+const files = new DataTransfer();
+files.items.add(new File([bytes], name, {type}));
+const panel = document.getElementById('input-panel');
+for (const kind of ['dragenter', 'dragover', 'drop']) {
+  panel.dispatchEvent(new DragEvent(kind, {dataTransfer: files, bubbles: true, cancelable: true}));
+}
 """
 
 
@@ -329,6 +342,51 @@ def test_uploading_a_photo_shows_the_prediction_and_what_the_model_saw_and_a_non
     assert_fits(browser)
     assert_readable(browser)
     save_screenshot(browser, f"error-{screen}")
+
+
+def drop_file(browser, data: bytes, name: str, content_type: str) -> None:
+    """Drop a file on the input panel, the events a drag from the desktop ends with."""
+    browser.execute_script(DROP, base64.b64encode(data).decode(), name, content_type)
+
+
+def test_dropping_files_predicts_them_and_a_too_large_image_gets_the_gateways_words(
+    browser, page_stack: PageStack, digit_png
+) -> None:
+    path, _ = digit_png
+    open_page(browser, page_stack.url)
+    drop_file(browser, path.read_bytes(), path.name, "image/png")
+    shown = wait_for_result(browser, source="file")
+    assert_shows(
+        shown, api_predict(page_stack.url, path.read_bytes(), path.name, "image/png").json()
+    )
+
+    huge = white_webp(2100)  # 4.4 megapixels once decoded: over the gateway's 4
+    drop_file(browser, huge, "scan.webp", "image/webp")
+    shown_error = wait_for_error(browser)
+    refused = api_predict(page_stack.url, huge, "scan.webp", "image/webp")
+    assert refused.status_code == 413
+    assert shown_error == refused.json()["error"]["message"]
+
+
+def test_with_the_model_server_gone_the_page_says_so_in_words(
+    browser, start_gateway, digit_png
+) -> None:
+    path, _ = digit_png
+    gateway = start_gateway(f"127.0.0.1:{free_port()}", wait="healthy")  # nothing there
+    open_page(browser, gateway.url, ready=False)
+    status = by_id(browser, "models-status")
+    browser_wait(
+        browser, lambda b: status.text.startswith("Versions unavailable: "), "no word on versions"
+    )
+    by_id(browser, "file").send_keys(str(path))
+    shown_error = wait_for_error(browser)
+    refused = api_predict(gateway.url, path.read_bytes(), path.name, "image/png")
+    assert refused.status_code == 503
+    assert shown_error == refused.json()["error"]["message"]
+    models = httpx.get(f"{gateway.url}/v1/models", timeout=10)
+    assert models.status_code == 503
+    assert status.text == f"Versions unavailable: {models.json()['error']['message']}"
+    save_screenshot(browser, "model-unavailable-desktop")
 
 
 def test_feedback_is_counted_once_and_the_page_shows_the_duplicate(

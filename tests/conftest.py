@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.monitoring",
     "tests.fixtures.gateway",
     "tests.fixtures.redis",
+    "tests.fixtures.browser",
 ]

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # /docs and /openapi.json: on in development, off in production unless enabled.
     docs_enabled: bool | None = None
 
+    # Where GET /v1/models/{model}/accuracy reads the online-accuracy recording rule (the
+    # web page's status strip); unset: the route says so. Asked with status_timeout_seconds.
+    prometheus_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+
     @field_validator("api_keys", "metrics_api_keys", "models", mode="before")
     @classmethod
     def split_comma_separated(cls, value: object) -> object:
@@ -136,6 +140,12 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
             return float(value)
         return value
+
+    @field_validator("prometheus_url", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        """GATEWAY_PROMETHEUS_URL= (empty) means no Prometheus, as unset does."""
+        return None if value == "" else value
 
     @field_validator("models")
     @classmethod

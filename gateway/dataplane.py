@@ -5,6 +5,7 @@ The FastAPI app (gateway/app.py) is a thin adapter over `DataPlane`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import random
@@ -96,8 +97,9 @@ class DataPlane:
         version: int | None,
         label: str | None,
         request_id: str = "",
+        return_input: bool = False,
     ) -> dict[str, Any]:
-        """Predict on a parsed JSON body."""
+        """Predict on a parsed JSON body; `return_input` adds what the model saw."""
         self.check_model(model)
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         max_pixels = self.settings.max_image_pixels
@@ -109,7 +111,8 @@ class DataPlane:
             in_thread=request.kind != "array",
         )
         context = (request_id, "predict", request.kind)
-        return await self._predict(model, batch, version, label, deadline, context)
+        result = await self._predict(model, batch, version, label, deadline, context)
+        return attach_inputs(result, batch) if return_input else result
 
     async def predict_image(
         self,
@@ -118,8 +121,9 @@ class DataPlane:
         version: int | None,
         label: str | None,
         request_id: str = "",
+        return_input: bool = False,
     ) -> dict[str, Any]:
-        """Predict on one uploaded image file."""
+        """Predict on one uploaded image file; `return_input` adds what the model saw."""
         self.check_model(model)
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         max_pixels = self.settings.max_image_pixels
@@ -127,7 +131,8 @@ class DataPlane:
             "image", lambda: prepare_image(data, max_pixels)[np.newaxis], deadline, in_thread=True
         )
         context = (request_id, "predict/image", "image")
-        return await self._predict(model, batch, version, label, deadline, context)
+        result = await self._predict(model, batch, version, label, deadline, context)
+        return attach_inputs(result, batch) if return_input else result
 
     async def _preprocess(
         self, kind: str, work: Callable[[], np.ndarray], deadline: float, in_thread: bool
@@ -323,7 +328,32 @@ class DataPlane:
                 return described
             described["signature_version"] = version
             described["signatures"] = signatures
+            described["labels"] = await self._resolve_labels(model)
         return described
+
+    async def _resolve_labels(self, model: str) -> dict[str, int]:
+        """The version each label the gateway routes to names; unknown labels left out.
+
+        TF Serving has no call that lists labels. GetModelMetadata resolves one (as Predict
+        does); GetModelStatus ignores labels and would list every version.
+        """
+        labels = sorted(self.settings.version_labels)
+
+        async def resolve(label: str) -> int | None:
+            try:
+                version, _ = await self.upstream.model_signatures(
+                    model, VersionSelector(label=label)
+                )
+            except GatewayError:  # no such label (or the server went away): not listed
+                return None
+            return version
+
+        versions = await asyncio.gather(*(resolve(label) for label in labels))
+        return {
+            label: version
+            for label, version in zip(labels, versions, strict=True)
+            if version is not None
+        }
 
     async def readiness(self) -> dict[str, Any]:
         """Ready when the default model has an AVAILABLE version; never raises.
@@ -355,6 +385,14 @@ class DataPlane:
             "available_versions": available,
             "reason": "" if available else f"model {model!r} has no AVAILABLE version",
         }
+
+
+def attach_inputs(result: dict[str, Any], batch: np.ndarray) -> dict[str, Any]:
+    """Give each prediction the [28, 28] image the model saw, rounded to 4 decimals."""
+    images = np.round(batch.astype(np.float64), 4).tolist()
+    for prediction, image in zip(result["predictions"], images, strict=True):
+        prediction["input"] = image
+    return result
 
 
 def _left(deadline: float) -> float:

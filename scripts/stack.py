@@ -154,6 +154,10 @@ def gateway_env(config: StackConfig, redis: Service) -> dict[str, str]:
     }
     if running_pid(config, redis) is not None:
         env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{config.redis_port}/0"
+    # Prometheus starts after the gateway; the web page's online accuracy is read from it
+    # per request, so it only has to be there by then.
+    if shutil.which("prometheus"):
+        env["GATEWAY_PROMETHEUS_URL"] = f"http://127.0.0.1:{config.prometheus_port}"
     return env
 
 
@@ -198,6 +202,7 @@ def services(config: StackConfig) -> list[Service]:
             env=lambda: gateway_env(config, redis),
             ready=lambda: http_ok(f"{config.gateway_url}/readyz"),
             urls=[
+                f"web page            {config.gateway_url}/  (draw or upload a digit)",
                 f"gateway             {config.gateway_url}  (API docs: {config.gateway_url}/docs)",
                 f"gateway metrics     {config.gateway_url}/metrics",
             ],

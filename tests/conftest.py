@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.redis",
     "tests.fixtures.fault_proxy",
+    "tests.fixtures.browser",
 ]

@@ -51,6 +51,9 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         up = run(*stack[:1], "up", *stack[1:])
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"{gateway_url}  (API docs: {gateway_url}/docs)" in up.stdout
+        assert f"web page            {gateway_url}/  " in up.stdout
+        page = httpx.get(f"{gateway_url}/")
+        assert page.status_code == 200 and '<canvas id="pad"' in page.text
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
         # Redis, Prometheus and the Pushgateway join when their binaries are installed.
         assert {"model-server", "gateway"} <= set(pids)
@@ -76,6 +79,11 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         rows = [line for line in demo.stdout.splitlines() if re.match(r"^\s*\d+\s+\d\s+\d\s", line)]
         assert len(rows) == 6, demo.stdout
         assert "feedback sent" in demo.stdout
+        assert f"open {gateway_url}/ to draw a digit" in demo.stdout
+        if "prometheus" in pids:
+            # The page's status strip reads online accuracy from the stack's Prometheus.
+            accuracy = httpx.get(f"{gateway_url}/v1/models/mnist/accuracy").json()
+            assert accuracy["status"] == "ok", accuracy
         # The demo's feedback was recorded: the same ids again are duplicates, not counted.
         again = run("scripts/demo.py", f"--gateway-url={gateway_url}", "--count=6", "--replay")
         assert again.returncode == 0, again.stdout + again.stderr

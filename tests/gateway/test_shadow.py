@@ -132,4 +132,6 @@ def test_a_hung_or_failing_shadow_never_delays_or_fails_a_client(
         # Two hung calls fill the bound; the copies behind them are dropped, not queued.
         assert counted["dropped"] >= 10 and counted["error"] >= 2, counted
     else:
-        assert counted["error"] == 20 - counted["dropped"] and counted["error"] >= 10, counted
+        # Failing calls end at once, but on a busy machine two may still be in flight when
+        # the next copy comes, so some are dropped; each is one or the other.
+        assert counted["error"] == 20 - counted["dropped"] and counted["error"] >= 2, counted

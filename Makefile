@@ -62,6 +62,7 @@ demo: install ## Train a model if none exists, start the stack, send real images
 	$(PY) -m trainer train --if-empty $(DEMO_TRAIN_ARGS)
 	$(MAKE) --no-print-directory up
 	$(PY) scripts/demo.py
+	$(PY) -m trainer log summary --log-dir $(GATEWAY_LOG_DIR)
 
 clean: ## Remove the venv, run directory and reports (keeps the model repository)
 	rm -rf $(VENV) $(RUN_DIR) reports .pytest_cache .ruff_cache

@@ -6,6 +6,13 @@ with the gateway in front of it, and the Flask baseline on the same SavedModel. 
 each with `benchmarks/http_load.py` (its own process, closed loop, keep-alive), then
 prints requests/s, p50/p99, the ratio to the baseline, and the gateway's resident memory.
 
+Observation (issue 17): three more gateways on the same model server, driven in turns
+(off, log, shadow, twice) with the JSON body: `off` has the prediction log, drift and
+shadow traffic off; `log` logs every prediction with its input (GATEWAY_LOG_SAMPLE=1) and
+counts drift; `shadow` adds a 100% shadow copy to the `canary` label (the same version,
+so the model server does the work twice). It prints req/s and p99 side by side, the
+log's cost against the 10% target, and the disk the log took per million predictions.
+
 The burst (issue 15): 8 connections upload images at the largest accepted size (4 MP) as
 small files, all-white WebP and transparent RGBA PNG with one stroke, while /healthz is
 probed every 20 ms; it reports the gateway's peak RSS, its RSS after, and /healthz's
@@ -39,6 +46,8 @@ from tests.fixtures.serving import health_status  # noqa: E402
 
 TARGETS = {"json": 50.0, "png": 40.0}  # x the baseline's requests/s
 P99_TARGET_MS = 20.0
+LOG_COST_TARGET = 0.10  # logging on may cost at most 10% of the requests/s
+OBSERVE_KINDS = ("off", "log", "shadow")
 RSS_TARGET_MB = 150.0
 HEALTHZ_P99_TARGET_MS = 50.0  # during the burst
 RSS_AFTER_BURST_TARGET_MB = 200.0
@@ -88,6 +97,110 @@ def load(url: str, body: Path, content_type: str, args) -> dict:
         check=True,
     )
     return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def write_model_config(path: Path, model_name: str, model_dir: Path, version: int) -> Path:
+    """One model, one version, labelled both stable and canary (the shadow's target)."""
+    path.write_text(
+        "model_config_list {\n  config {\n"
+        f'    name: "{model_name}"\n    base_path: "{model_dir}"\n'
+        '    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ specific {{ versions: {version} }} }}\n"
+        f'    version_labels {{ key: "stable" value: {version} }}\n'
+        f'    version_labels {{ key: "canary" value: {version} }}\n'
+        "  }\n}\n"
+    )
+    return path
+
+
+def observe_env(kind: str, work: Path) -> dict[str, str]:
+    """The settings of the `off`, `log` and `shadow` gateways."""
+    if kind == "off":
+        return {"GATEWAY_LOG_ENABLED": "false", "GATEWAY_DRIFT_ENABLED": "false"}
+    env = {
+        "GATEWAY_LOG_ENABLED": "true",
+        "GATEWAY_LOG_DIR": str(work / f"prediction-log-{kind}"),
+        "GATEWAY_LOG_SAMPLE": "1.0",
+        "GATEWAY_DRIFT_ENABLED": "true",
+    }
+    if kind == "shadow":
+        env |= {"GATEWAY_SHADOW_LABEL": "canary", "GATEWAY_SHADOW_PERCENT": "100"}
+    return env
+
+
+def log_disk(log_dir: Path) -> dict:
+    """Bytes per prediction record in the log, with and without the input."""
+    sizes: dict[bool, list[int]] = {True: [], False: []}
+    for path in log_dir.glob("*.ndjson"):
+        for line in path.read_bytes().splitlines(keepends=True):
+            record = json.loads(line)
+            if record.get("type") == "prediction":
+                sizes["input" in record].append(len(line))
+    with_input = sum(sizes[True]) / max(len(sizes[True]), 1)
+    without = sum(sizes[False]) / max(len(sizes[False]), 1)
+    if not sizes[False]:  # every input was sampled: the rest of a record is its size less that
+        without = with_input - 1048 - len(',"input":""')
+    return {"records": len(sizes[True]) + len(sizes[False]), "with": with_input, "without": without}
+
+
+def observe(start_gateway, predict_path: str, body: tuple[Path, str], work: Path, args) -> dict:
+    """Run the JSON load against the off, log and shadow gateways in turns; average."""
+    gateways = {kind: start_gateway(kind, observe_env(kind, work)) for kind in OBSERVE_KINDS}
+    runs: dict[str, list[dict]] = {kind: [] for kind in OBSERVE_KINDS}
+    for _ in range(args.observe_rounds):
+        for kind in OBSERVE_KINDS:
+            runs[kind].append(load(gateways[kind] + predict_path, *body, args))
+    figures = {
+        kind: {
+            "rps": sum(r["rps"] for r in rows) / len(rows),
+            "p50_ms": sum(r["p50_ms"] for r in rows) / len(rows),
+            "p99_ms": sum(r["p99_ms"] for r in rows) / len(rows),
+            "errors": sum(r["errors"] for r in rows),
+        }
+        for kind, rows in runs.items()
+    }
+    figures["disk"] = log_disk(work / "prediction-log-log")
+    return figures
+
+
+def print_observe(figures: dict, args) -> None:
+    """The off / log / shadow table, the log's cost and its disk per million predictions."""
+    print(
+        f"\nobservation: JSON at {args.connections} connections, {args.observe_rounds} turns "
+        f"of {args.duration:.0f}s per gateway"
+    )
+    print(f"| {'gateway':<28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
+    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    names = {
+        "off": "log, drift, shadow off",
+        "log": "log (sample 1) + drift",
+        "shadow": "log + drift + shadow 100%",
+    }
+    for kind in OBSERVE_KINDS:
+        row = figures[kind]
+        print(
+            f"| {names[kind]:<28} | {row['rps']:>8.1f} | {row['p50_ms']:>7.1f} "
+            f"| {row['p99_ms']:>7.1f} | {row['errors']:>6} |"
+        )
+    cost = 1 - figures["log"]["rps"] / max(figures["off"]["rps"], 1e-9)
+    verdict = "met" if cost <= LOG_COST_TARGET else "NOT met"
+    print(
+        f"logging on costs {cost:.1%} of the requests/s (target <= {LOG_COST_TARGET:.0%}: "
+        f"{verdict}); p99 without shadow {figures['log']['p99_ms']:.1f} ms, with a 100% "
+        f"shadow {figures['shadow']['p99_ms']:.1f} ms"
+    )
+    disk = figures["disk"]
+    per_million = {
+        sample: (sample * disk["with"] + (1 - sample) * disk["without"]) * 1e6 / 1e9
+        for sample in (1.0, 0.1, 0.0)
+    }
+    print(
+        f"prediction log: {disk['records']} prediction records, {disk['with']:.0f} B with the "
+        f"input, {disk['without']:.0f} B without; per million predictions "
+        f"{per_million[1.0]:.2f} GB at GATEWAY_LOG_SAMPLE=1, {per_million[0.1]:.2f} GB at 0.1, "
+        f"{per_million[0.0]:.2f} GB at 0 (plus about {disk['with'] / 1e3:.1f} GB per million "
+        "labels)"
+    )
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -191,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-burst", action="store_true", help="skip the JSON/PNG runs and the baseline"
     )
+    parser.add_argument("--observe-rounds", type=int, default=2, help="turns per gateway")
+    parser.add_argument(
+        "--only-observe", action="store_true", help="only the off / log / shadow comparison"
+    )
     args = parser.parse_args(argv)
 
     model_dir = (args.model_repository / args.model_name).resolve()
@@ -202,12 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     tf_env = {"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     processes: list[ManagedProcess] = []
     results: dict[str, dict] = {}
+    models_config = write_model_config(
+        work / "models.config", args.model_name, model_dir, int(version_dir.name)
+    )
     try:
         server = ManagedProcess(
             [
                 PYTHON, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                "--bind_address=127.0.0.1", f"--model_name={args.model_name}",
-                f"--model_base_path={model_dir}", "--enable_batching",
+                "--bind_address=127.0.0.1",
+                f"--model_config_file={models_config}",
+                "--enable_batching",
                 f"--batching_parameters_file={config / 'batching.config'}",
             ],
             work / "model-server.log",
@@ -215,26 +336,40 @@ def main(argv: list[str] | None = None) -> int:
         ).start()  # fmt: skip
         processes.append(server)
         server.wait_ready(lambda: health_status(f"127.0.0.1:{grpc_port}") == "SERVING", 180)
-        gateway = ManagedProcess(
-            [PYTHON, "-m", "gateway"],
-            work / "gateway.log",
-            env={
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(gateway_port),
-                "GATEWAY_SERVING_TARGET": f"127.0.0.1:{grpc_port}",
-                "GATEWAY_DEFAULT_MODEL": args.model_name,
-                "GATEWAY_LOG_LEVEL": "warning",
-            },
-        ).start()
-        processes.append(gateway)
-        gateway_url = f"http://127.0.0.1:{gateway_port}"
-        gateway.wait_ready(lambda: httpx.get(f"{gateway_url}/readyz").status_code == 200, 60)
-        predict = f"{gateway_url}/v1/models/{args.model_name}/predict"
+
+        def start_gateway(name: str, env: dict[str, str], port: int | None = None) -> str:
+            """A gateway on the model server, with the bench's defaults and `env`."""
+            port = port or free_port()
+            process = ManagedProcess(
+                [PYTHON, "-m", "gateway"],
+                work / f"gateway-{name}.log",
+                env={
+                    "GATEWAY_HOST": "127.0.0.1",
+                    "GATEWAY_PORT": str(port),
+                    "GATEWAY_SERVING_TARGET": f"127.0.0.1:{grpc_port}",
+                    "GATEWAY_DEFAULT_MODEL": args.model_name,
+                    "GATEWAY_LOG_LEVEL": "warning",
+                    "GATEWAY_LOG_DIR": str(work / f"prediction-log-{name}"),
+                    **env,
+                },
+            ).start()
+            processes.append(process)
+            url = f"http://127.0.0.1:{port}"
+            process.wait_ready(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60)
+            return url
+
+        model_path = f"/v1/models/{args.model_name}/predict"
         print(
             f"model {model_dir.name}/{version_dir.name}; {args.connections} connections, "
             f"{args.duration:.0f}s per run after {args.warmup:.0f}s warm-up",
             flush=True,
         )
+        if args.only_observe:
+            print_observe(observe(start_gateway, model_path, bodies["json"], work, args), args)
+            return 0
+        gateway_url = start_gateway("main", {}, gateway_port)
+        gateway = processes[-1]
+        predict = f"{gateway_url}{model_path}"
         if not args.only_burst:
             results["gateway json"] = load(predict, *bodies["json"], args)
             results["gateway png"] = load(f"{predict}/image", *bodies["png"], args)
@@ -243,9 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only_burst:
             print_burst(burst_figures, args)
             return 0
+        observed = observe(start_gateway, model_path, bodies["json"], work, args)
         # The model server is not part of the baseline's run: give Flask the machine.
-        gateway.stop()
-        server.stop()
+        for process in processes:
+            process.stop()
 
         flask = ManagedProcess(
             [PYTHON, str(REPO_ROOT / "benchmarks" / "flask_baseline.py"),
@@ -282,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngateway resident memory: {rss_now:.0f} MB now, {rss_peak:.0f} MB peak "
           f"(target <= {RSS_TARGET_MB:.0f} MB)")  # fmt: skip
     print_burst(burst_figures, args)
+    print_observe(observed, args)
     print(f"load average (1/5 min): {' '.join(Path('/proc/loadavg').read_text().split()[:2])} "
           f"on {os.cpu_count()} CPUs")  # fmt: skip
     print(f"logs: {work}")

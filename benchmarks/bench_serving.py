@@ -2,7 +2,7 @@
 
 In one run, with one client (a grpc.aio asyncio client in its own process, sending
 pre-serialized requests so that client-side protobuf work does not blur the comparison),
-one server process at a time:
+the servers taking turns cell by cell over alternating rounds (medians reported):
 
 - the embedded server (`python -m serving`), batching off and on, single-image Predict at
   concurrency 1, 4, 16 and 64, and 64-image Predict;
@@ -13,7 +13,7 @@ one server process at a time:
 Prints a markdown table and the ratios the serving issue targets. Figures depend on
 what else runs on the machine: compare the ratios, which are measured side by side.
 
-    python benchmarks/bench_serving.py [--model-dir DIR] [--duration 5]
+    python benchmarks/bench_serving.py [--model-dir DIR] [--duration 4] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -307,10 +308,18 @@ def find_model_dir(explicit: str | None, workdir: Path) -> Path:
     return workdir / "repo" / MODEL_NAME / "1"
 
 
+def median_figures(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (errors are summed: any error counts)."""
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    figures["errors"] = sum(run["errors"] for run in runs)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="a SavedModel version directory")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per cell")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -321,33 +330,51 @@ def main() -> int:
         base_path = workdir / "base" / MODEL_NAME
         base_path.mkdir(parents=True)
         (base_path / "1").symlink_to(model_dir, target_is_directory=True)
-        rows: list[dict] = []
+        kinds = ("noop", "plain", "batching")
+        processes: dict[str, subprocess.Popen] = {}
+        targets: dict[str, str] = {}
+        samples: dict[tuple[str, int, int], list[dict]] = {}
         idle_rss: dict[str, int] = {}
         peak_rss: dict[str, int] = {}
-        for kind in ("noop", "plain", "batching"):
-            port = free_port()
-            target = f"127.0.0.1:{port}"
-            log = workdir / f"{kind}.log"
-            process = start_server(kind, base_path, port, log)
-            try:
-                wait_for_grpc(target, process)
-                idle_rss[kind] = process_tree_rss(process.pid)
-                cells = [(c, 1) for c in CONCURRENCIES]
-                if kind != "noop":
-                    cells.append((LARGE_BATCH_CONCURRENCY, LARGE_BATCH))
+        try:
+            for kind in kinds:
+                port = free_port()
+                targets[kind] = f"127.0.0.1:{port}"
+                processes[kind] = start_server(kind, base_path, port, workdir / f"{kind}.log")
+            for kind in kinds:
+                wait_for_grpc(targets[kind], processes[kind])
+                idle_rss[kind] = process_tree_rss(processes[kind].pid)
+            cells = [(c, 1) for c in CONCURRENCIES] + [(LARGE_BATCH_CONCURRENCY, LARGE_BATCH)]
+            # The servers take turns cell by cell, in alternating order, so that a noisy
+            # moment on the shared machine falls on all of them; the median of the rounds is
+            # reported.
+            for round_index in range(args.rounds):
+                order = kinds if round_index % 2 == 0 else kinds[::-1]
                 for concurrency, images in cells:
-                    figures = run_client(target, concurrency, images, args.duration)
-                    rows.append(
-                        {"server": kind, "concurrency": concurrency, "images": images, **figures}
-                    )
-                    print(f"  measured {kind} c={concurrency} images={images}", flush=True)
-                peak_rss[kind] = process_tree_rss(process.pid)
-            except Exception:
-                print(log.read_text()[-3000:], file=sys.stderr)
-                raise
-            finally:
+                    for kind in order:
+                        if kind == "noop" and images != 1:
+                            continue  # the no-op server answers one canned image
+                        figures = run_client(targets[kind], concurrency, images, args.duration)
+                        samples.setdefault((kind, concurrency, images), []).append(figures)
+                print(f"  round {round_index + 1} of {args.rounds} measured", flush=True)
+            for kind in kinds:
+                peak_rss[kind] = process_tree_rss(processes[kind].pid)
+        except Exception:
+            for kind in kinds:
+                log = workdir / f"{kind}.log"
+                if log.exists():
+                    print(f"--- {kind}\n{log.read_text()[-2000:]}", file=sys.stderr)
+            raise
+        finally:
+            for process in processes.values():
                 process.send_signal(signal.SIGTERM)
+            for process in processes.values():
                 process.wait(60)
+        rows = [
+            {"server": kind, "concurrency": c, "images": images, **median_figures(runs)}
+            for (kind, c, images), runs in samples.items()
+        ]
+        rows.sort(key=lambda r: (kinds.index(r["server"]), r["images"], r["concurrency"]))
         inprocess = run_inprocess(model_dir, args.duration)
     print_report(rows, inprocess)
     print()

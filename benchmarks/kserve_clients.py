@@ -42,7 +42,8 @@ async def main(rest_url: str, grpc_target: str, model: str) -> dict:
         result["rest"] = f"{type(error).__name__}: {error}"
     finally:
         await rest.close()
-    grpc_client = InferenceGRPCClient(grpc_target, retries=1, timeout=30)
+    # KServe's default retries (3): it turns retries=1 into maxAttempts 1, which grpc refuses.
+    grpc_client = InferenceGRPCClient(grpc_target, timeout=30)
     try:
         response = await grpc_client.infer(_request(model, images))
         result["grpc"] = _classes(response)

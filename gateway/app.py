@@ -19,9 +19,11 @@ from pydantic import Field, TypeAdapter
 from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 
+from gateway.accuracy import OnlineAccuracy
 from gateway.config import MAX_LABEL_LENGTH, Settings, get_settings
 from gateway.dataplane import DataPlane
 from gateway.decode_pool import DecodePool
+from gateway.drift import DriftMonitor
 from gateway.errors import (
     InvalidInputError,
     MalformedRequestError,
@@ -34,7 +36,10 @@ from gateway.feedback_store import FeedbackStore, create_feedback_store
 from gateway.inputs import parse_predict_body
 from gateway.metrics import GatewayMetrics, MetricLabels
 from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from gateway.prediction_log import PredictionLog, create_prediction_log
+from gateway.prediction_memory import PredictionMemory, create_prediction_memory
 from gateway.schemas import (
+    AccuracyPublic,
     ErrorResponse,
     FeedbackItem,
     FeedbackResponse,
@@ -45,8 +50,10 @@ from gateway.schemas import (
     ReadyResponse,
     predict_request_type,
 )
+from gateway.shadow import ShadowRunner
 from gateway.tfs_protos import load_messages
 from gateway.upstream import ServingClient, Upstream
+from gateway.webpage import add_webpage
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif")
 # TF Serving's version numbers are int64.
@@ -130,6 +137,17 @@ def read_pins(request: Request) -> tuple[int | None, str | None]:
     return version, label
 
 
+def read_return_input(request: Request) -> bool:
+    """?return_input=true|false (also 1|0); anything else is a 422."""
+    raw = request.query_params.get("return_input")
+    if raw is None:
+        return False
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInputError(f"?return_input= must be true or false, not {raw[:32]!r}")
+    return value in ("true", "1")
+
+
 # The predict routes take only the Request and read their parameters themselves: FastAPI's
 # per-request dependency solving cost more than the rest of the route (profiled), and
 # these are the routes under load. Their parameters and bodies are declared for the
@@ -155,6 +173,13 @@ def predict_openapi(request_body: dict[str, Any]) -> dict[str, Any]:
                 "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH},
                 "description": "pin a version label such as stable or canary (not with version)",
+            },
+            {
+                "name": "return_input",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean", "default": False},
+                "description": "add to each prediction the 28x28 image the model saw",
             },
         ],
         "requestBody": {"required": True, "content": request_body},
@@ -189,12 +214,18 @@ async def predict(request: Request) -> Response:
             "upload image files to /predict/image"
         )
     version, label = read_pins(request)
+    return_input = read_return_input(request)
     state = request.app.state
     payload = parse_predict_body(
         await request.body(), state.predict_envelope, state.settings.max_batch_size
     )
     result = await state.dataplane.predict_instances(
-        request.path_params["model"], payload, version, label
+        request.path_params["model"],
+        payload,
+        version,
+        label,
+        request.state.request_id,
+        return_input,
     )
     result["request_id"] = request.state.request_id
     return json_response(result)
@@ -238,6 +269,7 @@ async def read_multipart_file(request: Request, max_part_bytes: int) -> bytes:
 async def predict_image(request: Request) -> Response:
     """A multipart field `file`, or a raw image/png|jpeg|webp|bmp|gif body."""
     version, label = read_pins(request)
+    return_input = read_return_input(request)
     state = request.app.state
     kind = media_type(request)
     if kind == "multipart/form-data":
@@ -249,7 +281,9 @@ async def predict_image(request: Request) -> Response:
             f"unsupported media type {kind or '(none)'}: send multipart/form-data with a "
             f"'file' field, or a raw body of type {', '.join(IMAGE_TYPES)}"
         )
-    result = await state.dataplane.predict_image(request.path_params["model"], data, version, label)
+    result = await state.dataplane.predict_image(
+        request.path_params["model"], data, version, label, request.state.request_id, return_input
+    )
     result["request_id"] = request.state.request_id
     return json_response(result)
 
@@ -309,6 +343,20 @@ async def list_models(dataplane: DataPlaneDep, settings: SettingsDep) -> ModelsP
 async def get_model(model: str, dataplane: DataPlaneDep) -> ModelPublic:
     """Versions and states (GetModelStatus) and serving signatures (GetModelMetadata)."""
     return ModelPublic.model_validate(await dataplane.describe_model(model))
+
+
+@v1.get(
+    "/models/{model}/accuracy",
+    response_model=AccuracyPublic,
+    responses=error_responses(*COMMON_ERRORS, 404),
+    summary="Online accuracy per version, from Prometheus' recording rule",
+)
+async def model_accuracy(model: str, request: Request, dataplane: DataPlaneDep) -> AccuracyPublic:
+    """The rule `model_version:gateway_online_accuracy:ratio_rate5m` for this model, read
+    from GATEWAY_PROMETHEUS_URL (cached 5 s). Without a reachable Prometheus it is still a
+    200, whose `status` and `message` say why there are no figures."""
+    dataplane.check_model(model)
+    return AccuracyPublic.model_validate(await request.app.state.online_accuracy.read(model))
 
 
 ops = APIRouter()
@@ -414,6 +462,50 @@ def start_metrics_listener(settings: Settings, metrics: GatewayMetrics):
     return server
 
 
+class Observers:
+    """The prediction log, the per-prediction memory, shadow traffic and drift, each on
+    when its settings say so (GATEWAY_LOG_ENABLED, GATEWAY_SHADOW_*, GATEWAY_DRIFT_ENABLED)."""
+
+    def __init__(self, settings: Settings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+        self.settings, self.upstream, self.metrics = settings, upstream, metrics
+        self.log: PredictionLog | None = None
+        self.memory: PredictionMemory | None = None
+        self.shadow: ShadowRunner | None = None
+        self.drift: DriftMonitor | None = None
+
+    async def start(self, dataplane: DataPlane) -> None:
+        """Build and start the parts (inside the running event loop); attach them."""
+        settings, metrics = self.settings, self.metrics
+        if settings.log_enabled:
+            self.log = create_prediction_log(settings, metrics)
+            self.log.start()
+        if settings.log_enabled or settings.shadow_on:
+            self.memory = create_prediction_memory(settings, metrics)
+            await self.memory.start()
+        if settings.shadow_on:
+            self.shadow = ShadowRunner(
+                self.upstream,
+                metrics,
+                settings.shadow_label,
+                settings.shadow_percent,
+                settings.shadow_timeout_seconds,
+                settings.shadow_max_concurrency,
+                self.memory,
+                self.log.submit if self.log is not None else None,
+            )
+        if settings.drift_enabled:
+            self.drift = DriftMonitor(self.upstream, metrics, settings.drift_signature_name)
+        dataplane.attach_observers(self.log, self.memory, self.shadow, self.drift)
+
+    async def close(self) -> None:
+        """Stop shadow calls and reference fetches, write what is queued, close."""
+        for part in (self.shadow, self.drift, self.memory):
+            if part is not None:
+                await part.close()
+        if self.log is not None:
+            await asyncio.to_thread(self.log.stop)
+
+
 def create_app(
     settings: Settings | None = None,
     upstream: Upstream | None = None,
@@ -431,6 +523,7 @@ def create_app(
     decode_pool = DecodePool(settings.decode_workers, settings.decode_queue)
     dataplane = DataPlane(settings, upstream, metrics, feedback_store, decode_pool)
     envelope = predict_request_type(settings.max_batch_size)
+    observers = Observers(settings, upstream, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -438,9 +531,11 @@ def create_app(
         if settings.metrics_port is not None:
             metrics_server = start_metrics_listener(settings, metrics)
         await upstream.start()
+        await observers.start(dataplane)
         try:
             yield
         finally:
+            await observers.close()
             await upstream.close()
             await feedback_store.close()
             decode_pool.shutdown()
@@ -460,7 +555,11 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dataplane
+    app.state.observers = observers
     app.state.predict_envelope = TypeAdapter(envelope)
+    app.state.online_accuracy = OnlineAccuracy(
+        settings.prometheus_url, settings.status_timeout_seconds
+    )
     app.include_router(hot)
     app.include_router(v1)
     app.include_router(ops)
@@ -468,6 +567,7 @@ def create_app(
         app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     if settings.docs_on:
         add_docs(app)
+    add_webpage(app, settings)
     install_error_handlers(app, settings.retry_after_seconds)
     app.add_middleware(
         ApiKeyMiddleware,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -81,6 +82,35 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     redis_timeout_seconds: float = Field(0.5, gt=0)
 
+    # Prediction log (gateway/prediction_log.py): NDJSON files per replica under log_dir,
+    # written by a background thread. The whole input is kept for a sampled share of
+    # predictions, and for every prediction that gets a label.
+    log_enabled: bool = True
+    log_dir: Path = Path("prediction_log")
+    log_sample: float = Field(1.0, ge=0.0, le=1.0, description="share of inputs logged")
+    log_max_bytes: int = Field(1024**3, ge=1024 * 1024, description="all files in log_dir")
+    log_max_age: timedelta = Field(timedelta(days=30), ge=timedelta(hours=2))
+    log_file_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="one file")
+    log_queue_size: int = Field(10_000, ge=1, description="records waiting for the writer")
+    # Where inputs wait for their label (about 1 KB per prediction for feedback_max_age):
+    # GATEWAY_REDIS_URL unless set, so a Redis of its own can hold them and its evictions
+    # never touch the scored ids.
+    log_redis_url: SecretStr | None = None
+    # Names this replica's files; empty: <host name>-<process id> (the pod name in k8s).
+    log_replica: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+
+    # Drift (gateway/drift.py): live input and output statistics binned by the reference
+    # statistics each version carries in its `reference_stats` signature.
+    drift_enabled: bool = True
+    drift_signature_name: str = "reference_stats"
+
+    # Shadow traffic (gateway/shadow.py): after answering, shadow_percent of predictions go
+    # again to the version labelled shadow_label; the client never waits for it.
+    shadow_label: str = Field("", max_length=MAX_LABEL_LENGTH)
+    shadow_percent: float = Field(0.0, ge=0.0, le=100.0)
+    shadow_timeout_seconds: float = Field(1.0, gt=0)
+    shadow_max_concurrency: int = Field(8, ge=1, description="shadow calls in flight")
+
     # Security.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # /metrics: public on the API port by default; with keys it requires one of them, with
@@ -90,6 +120,10 @@ class Settings(BaseSettings):
     # /docs and /openapi.json: on in development, off in production unless enabled.
     docs_enabled: bool | None = None
 
+    # Where GET /v1/models/{model}/accuracy reads the online-accuracy recording rule (the
+    # web page's status strip); unset: the route says so. Asked with status_timeout_seconds.
+    prometheus_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+
     @field_validator("api_keys", "metrics_api_keys", "models", mode="before")
     @classmethod
     def split_comma_separated(cls, value: object) -> object:
@@ -98,13 +132,20 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("feedback_max_age", mode="before")
+    @field_validator("feedback_max_age", "log_max_age", mode="before")
     @classmethod
     def read_seconds(cls, value: object) -> object:
-        """GATEWAY_FEEDBACK_MAX_AGE in seconds (604800), or ISO 8601 (P7D)."""
+        """GATEWAY_FEEDBACK_MAX_AGE, GATEWAY_LOG_MAX_AGE in seconds (604800), or ISO 8601
+        (P7D)."""
         if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
             return float(value)
         return value
+
+    @field_validator("prometheus_url", mode="before")
+    @classmethod
+    def empty_is_unset(cls, value: object) -> object:
+        """GATEWAY_PROMETHEUS_URL= (empty) means no Prometheus, as unset does."""
+        return None if value == "" else value
 
     @field_validator("models")
     @classmethod
@@ -130,8 +171,13 @@ class Settings(BaseSettings):
     @property
     def version_labels(self) -> set[str]:
         """The version labels the gateway routes to by itself (metrics keep only these)."""
-        labels = {self.canary_label, self.stable_label, self.default_label}
+        labels = {self.canary_label, self.stable_label, self.default_label, self.shadow_label}
         return {label for label in labels if label}
+
+    @property
+    def shadow_on(self) -> bool:
+        """Whether shadow traffic is sent."""
+        return bool(self.shadow_label) and self.shadow_percent > 0
 
     @property
     def feedback_store_kind(self) -> Literal["redis", "local"]:

@@ -5,6 +5,10 @@ The FastAPI app (gateway/app.py) is a thin adapter over `DataPlane`.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,14 +17,21 @@ import numpy as np
 
 from gateway.config import Settings
 from gateway.decode_pool import DecodePool
+from gateway.drift import DriftMonitor
 from gateway.errors import DuplicateFeedbackError, GatewayError, ModelNotFoundError
 from gateway.feedback_store import FeedbackStore
 from gateway.inputs import PredictInput
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_ids import PredictionIdSigner
+from gateway.prediction_log import PredictionLog
+from gateway.prediction_memory import PredictionMemory, Remembered
 from gateway.preprocessing import prepare_image
 from gateway.routing import VersionRouter
+from gateway.shadow import ShadowCopy, ShadowRunner
 from gateway.upstream import Upstream, VersionSelector
+
+# Probabilities in the log keep 6 decimals: enough to rank and calibrate, half the bytes.
+LOG_DECIMALS = 6
 
 
 class DataPlane:
@@ -51,6 +62,24 @@ class DataPlane:
         self.router = router or VersionRouter(
             settings.canary_percent, settings.canary_label, settings.effective_default_label
         )
+        # What the gateway observes besides answering (each part optional): the prediction
+        # log, the memory of inputs and shadow answers, shadow traffic, drift counters.
+        self.prediction_log: PredictionLog | None = None
+        self.memory: PredictionMemory | None = None
+        self.shadow: ShadowRunner | None = None
+        self.drift: DriftMonitor | None = None
+        self._sample = random.Random()
+
+    def attach_observers(
+        self,
+        prediction_log: PredictionLog | None = None,
+        memory: PredictionMemory | None = None,
+        shadow: ShadowRunner | None = None,
+        drift: DriftMonitor | None = None,
+    ) -> None:
+        """Turn on the parts of observation the settings ask for (gateway/app.py)."""
+        self.prediction_log, self.memory = prediction_log, memory
+        self.shadow, self.drift = shadow, drift
 
     def check_model(self, model: str) -> None:
         """A model the gateway does not serve is a 404, without a call upstream."""
@@ -62,9 +91,15 @@ class DataPlane:
             )
 
     async def predict_instances(
-        self, model: str, request: PredictInput, version: int | None, label: str | None
+        self,
+        model: str,
+        request: PredictInput,
+        version: int | None,
+        label: str | None,
+        request_id: str = "",
+        return_input: bool = False,
     ) -> dict[str, Any]:
-        """Predict on a parsed JSON body."""
+        """Predict on a parsed JSON body; `return_input` adds what the model saw."""
         self.check_model(model)
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         max_pixels = self.settings.max_image_pixels
@@ -75,19 +110,29 @@ class DataPlane:
             # Arrays are cheap numpy work: a thread hop would cost more than it saves.
             in_thread=request.kind != "array",
         )
-        return await self._predict(model, batch, version, label, deadline)
+        context = (request_id, "predict", request.kind)
+        result = await self._predict(model, batch, version, label, deadline, context)
+        return attach_inputs(result, batch) if return_input else result
 
     async def predict_image(
-        self, model: str, data: bytes, version: int | None, label: str | None
+        self,
+        model: str,
+        data: bytes,
+        version: int | None,
+        label: str | None,
+        request_id: str = "",
+        return_input: bool = False,
     ) -> dict[str, Any]:
-        """Predict on one uploaded image file."""
+        """Predict on one uploaded image file; `return_input` adds what the model saw."""
         self.check_model(model)
         deadline = time.monotonic() + self.settings.request_timeout_seconds
         max_pixels = self.settings.max_image_pixels
         batch = await self._preprocess(
             "image", lambda: prepare_image(data, max_pixels)[np.newaxis], deadline, in_thread=True
         )
-        return await self._predict(model, batch, version, label, deadline)
+        context = (request_id, "predict/image", "image")
+        result = await self._predict(model, batch, version, label, deadline, context)
+        return attach_inputs(result, batch) if return_input else result
 
     async def _preprocess(
         self, kind: str, work: Callable[[], np.ndarray], deadline: float, in_thread: bool
@@ -97,7 +142,7 @@ class DataPlane:
         self.metrics.preprocess_duration.labels(kind).observe(time.perf_counter() - started)
         return batch
 
-    async def _predict(self, model, batch, version, label, deadline) -> dict[str, Any]:
+    async def _predict(self, model, batch, version, label, deadline, context) -> dict[str, Any]:
         selector, by_canary = self.router.select(version, label)
         try:
             result = await self.upstream.predict(model, selector, batch, _left(deadline))
@@ -109,7 +154,61 @@ class DataPlane:
             result = await self.upstream.predict(model, selector, batch, _left(deadline))
         if selector.label:
             self.metrics.observe_version_label(model, selector.label, result.version)
-        return self._postprocess(model, result.version, result.probabilities)
+        answer = self._postprocess(model, result.version, result.probabilities)
+        self._observe(answer, batch, result.probabilities, selector, deadline, context)
+        return answer
+
+    def _observe(self, answer, batch, probabilities, selector, deadline, context) -> None:
+        """Log, remember, count drift and offer a shadow copy; none of it waits."""
+        predictions = answer["predictions"]
+        model, version = answer["model"], answer["version"]
+        classes = [p["class"] for p in predictions]
+        if self.drift is not None:
+            confidences = np.array([p["confidence"] for p in predictions])
+            self.drift.observe(model, version, batch, np.array(classes), confidences)
+        ids = [p["prediction_id"] for p in predictions]
+        keys = [prediction_id.rpartition(".")[2] for prediction_id in ids]
+        if self.prediction_log is not None:
+            self._log_predictions(
+                answer, batch, probabilities, ids, keys, selector, deadline, context
+            )
+        if self.shadow is not None:
+            self.shadow.offer(ShadowCopy(model, version, batch, classes, keys, ids))
+
+    def _log_predictions(
+        self, answer, batch, probabilities, ids, keys, selector, deadline, context
+    ):
+        assert self.prediction_log is not None
+        request_id, route, input_kind = context
+        now = time.time()
+        latency_ms = round(
+            (self.settings.request_timeout_seconds - (deadline - time.monotonic())) * 1000, 3
+        )
+        pixels = np.rint(batch * 255.0).clip(0, 255).astype(np.uint8)
+        rounded = np.round(probabilities.astype(np.float64), LOG_DECIMALS).tolist()
+        sample = self.settings.log_sample
+        for index, prediction in enumerate(answer["predictions"]):
+            raw = pixels[index].tobytes()
+            record = {
+                "type": "prediction",
+                "time": now,
+                "prediction_id": ids[index],
+                "request_id": request_id,
+                "model": answer["model"],
+                "version": answer["version"],
+                "label": selector.label,
+                "route": route,
+                "input_kind": input_kind,
+                "class": prediction["class"],
+                "probabilities": rounded[index],
+                "latency_ms": latency_ms,
+                "input_sha256": hashlib.sha256(raw).hexdigest(),
+            }
+            if sample >= 1.0 or self._sample.random() < sample:
+                record["input"] = base64.b64encode(raw).decode("ascii")
+            self.prediction_log.submit(record)
+            if self.memory is not None:
+                self.memory.remember(keys[index], "input", raw)
 
     def _postprocess(self, model: str, version: int, probabilities: np.ndarray):
         classes = probabilities.argmax(axis=1)
@@ -148,6 +247,7 @@ class DataPlane:
             raise
         ttl = int(self.settings.feedback_max_age.total_seconds())
         fresh = await self.feedback_store.mark_scored([claim.key for claim in claims], ttl)
+        remembered = await self._recall(claims, fresh)
         results = []
         for (prediction_id, label), claim, is_new in zip(items, claims, fresh, strict=True):
             if not is_new:
@@ -158,6 +258,7 @@ class DataPlane:
                 self.metrics.labels.model(claim.model), str(claim.version), outcome
             ).inc()
             results.append({"prediction_id": prediction_id, "outcome": outcome})
+            self._log_feedback(prediction_id, claim, label, remembered.get(claim.key))
         duplicates = fresh.count(False)
         if duplicates:
             self.metrics.feedback_rejected.labels("duplicate").inc(duplicates)
@@ -168,6 +269,47 @@ class DataPlane:
                 else f"all {len(items)} prediction ids were scored already; each counts once"
             )
         return {"accepted": len(items) - duplicates, "duplicates": duplicates, "results": results}
+
+    async def _recall(self, claims, fresh) -> dict[str, Remembered]:
+        """What the memory holds of the newly scored ids (their inputs, shadow answers)."""
+        if self.memory is None:
+            return {}
+        keys = [claim.key for claim, is_new in zip(claims, fresh, strict=True) if is_new]
+        if not keys:
+            return {}
+        return dict(zip(keys, await self.memory.recall(keys), strict=True))
+
+    def _log_feedback(self, prediction_id, claim, label: int, remembered) -> None:
+        """Score the shadow's answer, and log the label with the input, sampled or not."""
+        shadow = remembered.shadow if remembered is not None else None
+        if shadow is not None:
+            outcome = "correct" if shadow["c"] == label else "incorrect"
+            self.metrics.shadow_feedback.labels(
+                self.metrics.labels.model(claim.model), str(shadow["v"]), outcome
+            ).inc()
+        if self.prediction_log is None:
+            return
+        raw = remembered.input if remembered is not None else None
+        record: dict[str, Any] = {
+            "type": "feedback",
+            "time": time.time(),
+            "prediction_id": prediction_id,
+            "model": claim.model,
+            "version": claim.version,
+            "class": claim.predicted_class,
+            "true_label": label,
+            "correct": claim.predicted_class == label,
+            "issued_at": claim.issued_at,
+            "input_sha256": hashlib.sha256(raw).hexdigest() if raw else None,
+            "input": base64.b64encode(raw).decode("ascii") if raw else None,
+        }
+        if shadow is not None:
+            record["shadow"] = {
+                "version": shadow["v"],
+                "class": shadow["c"],
+                "correct": shadow["c"] == label,
+            }
+        self.prediction_log.submit(record)
 
     async def describe_model(self, model: str) -> dict[str, Any]:
         """Versions and states (GetModelStatus), signatures (GetModelMetadata)."""
@@ -186,7 +328,32 @@ class DataPlane:
                 return described
             described["signature_version"] = version
             described["signatures"] = signatures
+            described["labels"] = await self._resolve_labels(model)
         return described
+
+    async def _resolve_labels(self, model: str) -> dict[str, int]:
+        """The version each label the gateway routes to names; unknown labels left out.
+
+        TF Serving has no call that lists labels. GetModelMetadata resolves one (as Predict
+        does); GetModelStatus ignores labels and would list every version.
+        """
+        labels = sorted(self.settings.version_labels)
+
+        async def resolve(label: str) -> int | None:
+            try:
+                version, _ = await self.upstream.model_signatures(
+                    model, VersionSelector(label=label)
+                )
+            except GatewayError:  # no such label (or the server went away): not listed
+                return None
+            return version
+
+        versions = await asyncio.gather(*(resolve(label) for label in labels))
+        return {
+            label: version
+            for label, version in zip(labels, versions, strict=True)
+            if version is not None
+        }
 
     async def readiness(self) -> dict[str, Any]:
         """Ready when the default model has an AVAILABLE version; never raises.
@@ -218,6 +385,14 @@ class DataPlane:
             "available_versions": available,
             "reason": "" if available else f"model {model!r} has no AVAILABLE version",
         }
+
+
+def attach_inputs(result: dict[str, Any], batch: np.ndarray) -> dict[str, Any]:
+    """Give each prediction the [28, 28] image the model saw, rounded to 4 decimals."""
+    images = np.round(batch.astype(np.float64), 4).tolist()
+    for prediction, image in zip(result["predictions"], images, strict=True):
+        prediction["input"] = image
+    return result
 
 
 def _left(deadline: float) -> float:

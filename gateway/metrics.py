@@ -10,9 +10,11 @@ recorded as "unknown", so no request can add series.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
 
 # Latency buckets in seconds, dense where the gateway's p50/p99 live (1-50 ms).
 LATENCY_BUCKETS = (
@@ -54,6 +56,44 @@ class MetricLabels:
         if label:
             return label if label in self.version_labels else UNKNOWN
         return "latest"
+
+
+class BinCounters:
+    """A counter family `{model, version, statistic, bin}` kept as one numpy table per
+    version: a prediction adds to every statistic's bin with one array operation, where a
+    prometheus_client child per bin cost a lock and a call each (drift's whole cost).
+    Exported at scrape time as an ordinary counter."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._tables: dict[tuple[str, str], tuple[Sequence[str], list[int], np.ndarray]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def table(
+        self, model: str, version: str, statistics: Sequence[str], bins: list[int]
+    ) -> np.ndarray:
+        """A zeroed int64 table [statistic, bin] for one version; the caller adds to it."""
+        counts = np.zeros((len(statistics), max(bins)), dtype=np.int64)
+        with self._lock:
+            self._tables[(model, version)] = (tuple(statistics), list(bins), counts)
+        return counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            self.name, self.documentation, labels=["model", "version", "statistic", "bin"]
+        )
+        with self._lock:
+            tables = list(self._tables.items())
+        for (model, version), (statistics, bins, counts) in tables:
+            values = counts.tolist()
+            for row, statistic in enumerate(statistics):
+                for index in range(bins[row]):
+                    family.add_metric(
+                        [model, version, statistic, str(index)], float(values[row][index])
+                    )
+        yield family
 
 
 class GatewayMetrics:
@@ -134,6 +174,56 @@ class GatewayMetrics:
             "gateway_version_label_info",
             "1 for the version a label (stable, canary) last resolved to, by model.",
             ["model", "version", "label"],
+            registry=self.registry,
+        )
+        # Prediction log (gateway/prediction_log.py) and the per-prediction memory that
+        # keeps inputs and shadow answers for the feedback window.
+        self.log_records = Counter(
+            "gateway_prediction_log_records",
+            "Records appended to the prediction log, by type (prediction|feedback|shadow).",
+            ["type"],
+            registry=self.registry,
+        )
+        self.log_dropped = Counter(
+            "gateway_prediction_log_dropped",
+            "Prediction-log records or remembered inputs lost, by reason "
+            "(queue_full|write_error|memory_full|memory_error).",
+            ["reason"],
+            registry=self.registry,
+        )
+        # Shadow traffic (gateway/shadow.py), counted per instance, never in the served
+        # version's metrics.
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests",
+            "Shadow predictions by model, shadow version and outcome "
+            "(agree|disagree|error|dropped).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_duration = Histogram(
+            "gateway_shadow_duration_seconds",
+            "Time of Predict calls to the shadow version, success or failure.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shadow_feedback = Counter(
+            "gateway_shadow_feedback",
+            "Feedback scored against the shadow version's answer (correct|incorrect).",
+            ["model", "version", "outcome"],
+            registry=self.registry,
+        )
+        # Drift (gateway/drift.py): live bin counts and the version's reference shares;
+        # the recording rules compute the population stability index from them.
+        self.drift_observations = BinCounters(
+            "gateway_drift_observations",
+            "Predictions whose statistic fell in each reference bin.",
+            self.registry,
+        )
+        self.drift_reference = Gauge(
+            "gateway_drift_reference_ratio",
+            "Share of the version's held-out data in each bin of each statistic.",
+            ["model", "version", "statistic", "bin"],
             registry=self.registry,
         )
         # Labels move between versions during a rollout; remember where each one points so

@@ -86,6 +86,11 @@ class Prediction(BaseModel):
     confidence: float = Field(description="probability of the predicted class")
     probabilities: list[float] = Field(min_length=10, max_length=10)
     prediction_id: str = Field(description="signed id to send back with POST /v1/feedback")
+    input: list[list[float]] | None = Field(
+        None,
+        description="with ?return_input=true: the 28x28 image the model saw, after "
+        "preprocessing, values in [0, 1] (light digit on black) rounded to 4 decimals",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -159,12 +164,41 @@ class ModelPublic(BaseModel):
     versions: list[ModelVersionPublic]
     signature_version: int | None = None
     signatures: dict[str, SignaturePublic] = {}
+    labels: dict[str, int] = Field(
+        {},
+        description="the version labels the gateway routes to (canary, stable, "
+        "GATEWAY_DEFAULT_LABEL) and the version each names; labels the model server does "
+        "not know are left out",
+    )
 
 
 class ModelsPublic(BaseModel):
     """The models the gateway serves."""
 
     models: list[ModelPublic]
+
+
+class VersionAccuracyPublic(BaseModel):
+    """One version's online accuracy over the rule's window."""
+
+    version: int
+    accuracy: float | None = Field(
+        ge=0, le=1, description="share of feedback that was correct; null with no feedback"
+    )
+    feedback_per_second: float = Field(ge=0, description="feedback items scored per second")
+
+
+class AccuracyPublic(BaseModel):
+    """Online accuracy per version, from Prometheus' recording rule, or why there is none."""
+
+    model: str
+    status: Literal["ok", "not_configured", "unreachable", "error"] = Field(
+        description="ok: read from Prometheus; not_configured: no GATEWAY_PROMETHEUS_URL; "
+        "unreachable: Prometheus does not answer; error: it answered something unusable"
+    )
+    message: str = Field(description="why there are no figures, in words; empty when there are")
+    window_seconds: int = Field(description="the window the rule's rates cover")
+    versions: list[VersionAccuracyPublic]
 
 
 class HealthResponse(BaseModel):

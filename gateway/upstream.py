@@ -160,9 +160,23 @@ class Upstream(Protocol):
         ...
 
     async def predict(
-        self, model: str, selector: VersionSelector, batch: np.ndarray, timeout: float
+        self,
+        model: str,
+        selector: VersionSelector,
+        batch: np.ndarray,
+        timeout: float,
+        shadow: bool = False,
     ) -> PredictResult:
-        """Probabilities [N, 10] for a float32 [N, 28, 28] batch, and the serving version."""
+        """Probabilities [N, 10] for a float32 [N, 28, 28] batch, and the serving version.
+
+        `shadow`: a shadow copy, kept out of the served versions' metrics.
+        """
+        ...
+
+    async def reference_stats(
+        self, model: str, version: int, signature_name: str
+    ) -> dict[str, np.ndarray]:
+        """The outputs of the version's no-input reference signature (gateway/drift.py)."""
         ...
 
     async def model_status(
@@ -224,13 +238,15 @@ class ServingClient:
         elif selector.label:
             spec.version_label = selector.label
 
-    async def _call(self, method: str, request, timeout, model, selector) -> Any:
+    async def _call(self, method: str, request, timeout, model, selector, info="") -> Any:
         """Make one call; time it, whatever its outcome, with one labelling rule.
 
         model: the name if the gateway serves it, else "unknown". version (Predict): the
         version that answered, else what was asked for (see MetricLabels.asked_version).
-        Predict calls go to gateway_upstream_duration_seconds, status calls to
-        gateway_upstream_info_duration_seconds.
+        Predict calls go to gateway_upstream_duration_seconds, status calls (and Predict
+        calls given an `info` name, such as ReferenceStats) to
+        gateway_upstream_info_duration_seconds. Shadow calls (`info="shadow"`) are timed by
+        gateway/shadow.py in metrics of their own.
         """
         labels = self.metrics.labels
         started = time.perf_counter()
@@ -244,25 +260,33 @@ class ServingClient:
         finally:
             elapsed = time.perf_counter() - started
             model_label = labels.model(model)
-            if method == PREDICT_METHOD:
+            if info == "shadow":
+                pass
+            elif method == PREDICT_METHOD and not info:
                 if response is not None:
                     version = labels.served_version(model, response.model_spec.version.value)
                 else:
                     version = labels.asked_version(model, selector.version, selector.label)
                 self.metrics.upstream_duration.labels(model_label, version, code).observe(elapsed)
             else:
-                name = method.rsplit("/", 1)[-1]
+                name = info or method.rsplit("/", 1)[-1]
                 self.metrics.upstream_info_duration.labels(model_label, name, code).observe(elapsed)
 
     async def predict(
-        self, model: str, selector: VersionSelector, batch: np.ndarray, timeout: float
+        self,
+        model: str,
+        selector: VersionSelector,
+        batch: np.ndarray,
+        timeout: float,
+        shadow: bool = False,
     ) -> PredictResult:
         """Run the signature on a float32 [N, 28, 28] batch; return the probabilities."""
         request = self.messages.PredictRequest()
         self._fill_spec(request.model_spec, model, selector)
         request.model_spec.signature_name = self.settings.signature_name
         fill_float_tensor(request.inputs[INPUT_NAME], batch)
-        response = await self._call(PREDICT_METHOD, request, timeout, model, selector)
+        info = "shadow" if shadow else ""
+        response = await self._call(PREDICT_METHOD, request, timeout, model, selector, info)
         version = int(response.model_spec.version.value)
         if OUTPUT_NAME not in response.outputs:
             raise UpstreamError(
@@ -273,6 +297,24 @@ class ServingClient:
         if probabilities.shape != (batch.shape[0], 10):
             raise UpstreamError(f"the model returned probabilities of shape {probabilities.shape}")
         return PredictResult(version=version, probabilities=probabilities)
+
+    async def reference_stats(
+        self, model: str, version: int, signature_name: str
+    ) -> dict[str, np.ndarray]:
+        """Predict on the version's no-input signature; every output as numpy."""
+        selector = VersionSelector(version=version)
+        request = self.messages.PredictRequest()
+        self._fill_spec(request.model_spec, model, selector)
+        request.model_spec.signature_name = signature_name
+        response = await self._call(
+            PREDICT_METHOD,
+            request,
+            self.settings.status_timeout_seconds,
+            model,
+            selector,
+            "ReferenceStats",
+        )
+        return {name: to_numpy(tensor) for name, tensor in response.outputs.items()}
 
     async def model_status(self, model: str, selector: VersionSelector | None = None):
         """GetModelStatus: every version TF Serving knows for `model`, with its state."""

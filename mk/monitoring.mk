@@ -3,7 +3,7 @@
 
 # Tests find the binaries on PATH, or through PROMETHEUS_BIN / PROMTOOL_BIN / PUSHGATEWAY_BIN.
 
-.PHONY: monitoring-bins monitoring-check monitoring-test bench-monitoring
+.PHONY: monitoring-bins monitoring-check monitoring-test monitoring-rules bench-monitoring
 
 # Installs with apt-get only as root and only what is missing. policy-rc.d (exit 101) stops
 # the packages' postinst from starting system daemons that would hold :9090/:9091; a
@@ -31,6 +31,9 @@ monitoring-bins: ## Install Prometheus, promtool and the Pushgateway (apt-get, w
 		echo "  (or put prometheus, promtool and pushgateway from prometheus.io on PATH)"; \
 		echo "Monitoring tests will skip; make up starts the stack without them."; \
 	fi
+
+monitoring-rules: ## Render monitoring/templates/*.yml into monitoring/rules/ (production windows)
+	python3 monitoring/render_rules.py
 
 monitoring-check: monitoring-bins ## promtool check config/rules and run the rule unit tests
 	cd monitoring && promtool check config prometheus.yml

@@ -4,7 +4,7 @@ MODEL ?= mlp
 DATASET ?= auto
 TRAIN_ARGS ?=
 
-.PHONY: train models bench-trainer
+.PHONY: train models log-summary bench-trainer
 
 train: install ## Train and publish a version (MODEL=mlp|mlp-bn|cnn DATASET=auto|offline|... TRAIN_ARGS=...)
 	$(PY) -m trainer train --model $(MODEL) --dataset $(DATASET) \
@@ -12,6 +12,11 @@ train: install ## Train and publish a version (MODEL=mlp|mlp-bn|cnn DATASET=auto
 
 models: install ## List the model repository's versions with their recorded accuracy
 	$(PY) -m trainer list --model-repository $(MODEL_REPOSITORY)
+
+GATEWAY_LOG_DIR ?= prediction_log
+
+log-summary: install ## Summarize the gateway's prediction log (GATEWAY_LOG_DIR, default prediction_log)
+	$(PY) -m trainer log summary --log-dir $(GATEWAY_LOG_DIR)
 
 bench-trainer: install ## Accuracy and train+export wall time of mlp and cnn on the offline sample
 	$(PY) benchmarks/bench_trainer.py $(BENCH_ARGS)

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         code = replayed.json().get("error", {}).get("code", "accepted")
         print(f"the same feedback sent again: {replayed.status_code} {code}")
     print(f"API docs: {args.gateway_url}/docs   metrics: {args.gateway_url}/metrics")
+    print(f"\nThe web page: open {args.gateway_url}/ to draw a digit and see what the model reads")
     return 0
 
 

@@ -50,6 +50,8 @@ class StackConfig:
     pushgateway_port: int = 9091
     redis_port: int = 6379
     timeout: float = 180.0
+    # The gateway's prediction log (GATEWAY_LOG_DIR).
+    log_dir: Path = REPO_ROOT / "prediction_log"
 
     @property
     def gateway_url(self) -> str:
@@ -148,9 +150,14 @@ def gateway_env(config: StackConfig, redis: Service) -> dict[str, str]:
         "GATEWAY_DEFAULT_MODEL": config.model_name,
         "GATEWAY_ENV": "development",
         "GATEWAY_FEEDBACK_SECRET": feedback_secret(config.run_dir),
+        "GATEWAY_LOG_DIR": str(config.log_dir),
     }
     if running_pid(config, redis) is not None:
         env["GATEWAY_REDIS_URL"] = f"redis://127.0.0.1:{config.redis_port}/0"
+    # Prometheus starts after the gateway; the web page's online accuracy is read from it
+    # per request, so it only has to be there by then.
+    if shutil.which("prometheus"):
+        env["GATEWAY_PROMETHEUS_URL"] = f"http://127.0.0.1:{config.prometheus_port}"
     return env
 
 
@@ -195,6 +202,7 @@ def services(config: StackConfig) -> list[Service]:
             env=lambda: gateway_env(config, redis),
             ready=lambda: http_ok(f"{config.gateway_url}/readyz"),
             urls=[
+                f"web page            {config.gateway_url}/  (draw or upload a digit)",
                 f"gateway             {config.gateway_url}  (API docs: {config.gateway_url}/docs)",
                 f"gateway metrics     {config.gateway_url}/metrics",
             ],
@@ -417,6 +425,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--redis-port", type=int, default=6379)
     parser.add_argument("--timeout", type=float, default=180.0, help="per-service readiness")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=Path(os.environ.get("GATEWAY_LOG_DIR", "prediction_log")),
+        help="the gateway's prediction log",
+    )
     args = parser.parse_args(argv)
     return args.command, StackConfig(
         run_dir=args.run_dir.resolve(),
@@ -429,6 +443,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
         pushgateway_port=args.pushgateway_port,
         redis_port=args.redis_port,
         timeout=args.timeout,
+        log_dir=args.log_dir.resolve(),
     )
 
 

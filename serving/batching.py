@@ -45,9 +45,13 @@ RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 INLINE_RUN_SECONDS = 0.001
 # Weight of the newest sample in the smoothed call duration and arrival gap.
 _SMOOTHING_WEIGHT = 0.2
-# A held batch is released once this many event-loop turns in a row brought no new request:
-# the loop has nothing left that could join it, and waiting on would only idle the model.
+# A held batch is released once this many event-loop turns in a row brought no new request
+# and it is as large as the recent batches: the loop has nothing left that could join it,
+# and waiting on would only idle the model.
 QUIET_TURNS = 2
+# How many recent batches set the size a held batch waits for. The largest of them, not the
+# last: closed-loop clients that once split into two batches would otherwise stay split.
+RECENT_BATCHES = 8
 
 
 @dataclasses.dataclass(slots=True)
@@ -91,6 +95,9 @@ class BatchQueue:
         self._watched_arrivals = 0
         self._quiet_turns = 0
         self._last_batch_requests = 0
+        self._recent_batch_requests: collections.deque[int] = collections.deque(
+            maxlen=RECENT_BATCHES
+        )
         self._last_arrival = -math.inf
         self._arrival_gap = math.inf  # smoothed seconds between arrivals
         self._run_seconds = math.inf  # smoothed; the first call is measured in the executor
@@ -156,6 +163,7 @@ class BatchQueue:
             if not batch:
                 continue
             self._last_batch_requests = len(batch)
+            self._recent_batch_requests.append(len(batch))
             self._execute(batch, rows)
         self._metrics.batch_queue_size.set(self.model_name, value=len(self._pending))
 
@@ -170,9 +178,11 @@ class BatchQueue:
 
     def _watch_hold(self) -> None:
         """Once per event-loop turn while a batch is held: release it when QUIET_TURNS turns
-        in a row brought no request. Under load the loop keeps handing requests over and the
-        hold runs its course; with a few closed-loop clients, all of them are soon in the
-        batch and nobody else can come."""
+        in a row brought no request and as many requests wait as the largest recent batch.
+        With a few closed-loop clients, all of them are soon in the batch and nobody else
+        can come; under load, the clients of the last batches are still on their way back,
+        and releasing at the first quiet turn would cut the batch short (make bench-serving,
+        c=64). The timeout still bounds the wait when clients go away."""
         if self._hold_timer is None:
             return  # the hold already ended (full batch, or its timeout)
         if self._arrivals != self._watched_arrivals:
@@ -180,7 +190,8 @@ class BatchQueue:
             self._quiet_turns = 0
         else:
             self._quiet_turns += 1
-            if self._quiet_turns >= QUIET_TURNS:
+            expected = max(self._recent_batch_requests, default=0)
+            if self._quiet_turns >= QUIET_TURNS and len(self._pending) >= expected:
                 self._hold_timer.cancel()
                 self._release_hold = True
                 self._end_hold()

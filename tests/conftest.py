@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.fixtures.monitoring",
     "tests.fixtures.gateway",
     "tests.fixtures.redis",
+    "tests.fixtures.fault_proxy",
+    "tests.fixtures.browser",
 ]

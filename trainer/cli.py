@@ -303,3 +303,22 @@ def push_metrics(
         settings.pushgateway_url, repository, timeout=settings.pushgateway_timeout_seconds
     )
     typer.echo(f"pushed the recorded metrics of {pushed} version(s) to {settings.pushgateway_url}")
+
+
+log_app = typer.Typer(help="Read the gateway's prediction log.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("summary")
+def log_summary(
+    log_dir: Annotated[Path, typer.Option(help="The gateway's GATEWAY_LOG_DIR.")] = Path(
+        "prediction_log"
+    ),
+) -> None:
+    """Counts per model and version, labelled share, accuracy per version, class mix."""
+    from trainer.prediction_log_reader import format_summary, summarize
+
+    if not log_dir.is_dir():
+        typer.echo(f"error: no prediction log at {log_dir}", err=True)
+        raise typer.Exit(2)
+    typer.echo(format_summary(summarize(log_dir), log_dir))

@@ -30,9 +30,10 @@ PUBLISH_ATTEMPTS = 5
 TEMP_PREFIX = ".tmp-export-"
 # An export takes seconds; a temporary directory this old was left by a killed trainer.
 STALE_EXPORT_SECONDS = 3600.0
+REFERENCE_PATH = "assets.extra/reference_stats.json"
 
 
-def build_export_archive(model: keras.Model) -> Any:
+def build_export_archive(model: keras.Model, reference: dict[str, Any] | None = None) -> Any:
     """A keras ExportArchive of `model` whose two endpoints are the serving signatures.
 
     Keras' own exporter, not a tf.Module holding the model: TF Serving loads a SavedModel
@@ -40,6 +41,9 @@ def build_export_archive(model: keras.Model) -> Any:
     saved as a tf.Module attribute restores into variables its serving function never reads
     ("Could not find variable ..." on every Predict; keras-team/keras#20096). The archive
     also tracks only the model's weights, not the optimizer's slots.
+
+    With `reference` (trainer/reference_stats.py), a third, no-input signature
+    `reference_stats` returns the version's reference statistics as constants.
     """
     import keras
     import tensorflow as tf
@@ -69,6 +73,17 @@ def build_export_archive(model: keras.Model) -> Any:
         predict_images,
         input_signature=[tf.TensorSpec([None, pixels], tf.float32, name=INPUT_KEY)],
     )
+    if reference is not None:
+        from trainer.reference_stats import SIGNATURE_NAME, signature_outputs
+
+        constants = signature_outputs(reference)
+
+        @tf.function(input_signature=[])
+        def reference_stats() -> dict[str, tf.Tensor]:
+            return {name: tf.constant(value) for name, value in constants.items()}
+
+        reference_stats()  # traced once, as add_endpoint requires of a tf.function
+        archive.add_endpoint(SIGNATURE_NAME, reference_stats)
     return archive
 
 
@@ -124,21 +139,25 @@ def export_model(
     metadata: dict[str, Any],
     warmup_images: np.ndarray,
     before_publish: Callable[[Path], None] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> Path:
     """Export `model` as the next version of `model_name` and return the version directory.
 
     Everything is written into a non-numeric sibling directory first; the final rename is
     atomic on one file system, so a server polling the repository sees either no new
     version or a complete one. `before_publish` runs just before the rename (tests use it to
-    interrupt an export).
+    interrupt an export). `reference`: reference statistics, served by the `reference_stats`
+    signature and copied to assets.extra/reference_stats.json.
     """
     model_dir = repository / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_exports(model_dir)
     temp_dir = model_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
-        build_export_archive(model).write_out(str(temp_dir), verbose=False)
+        build_export_archive(model, reference).write_out(str(temp_dir), verbose=False)
         write_warmup_requests(temp_dir / WARMUP_PATH, model_name, warmup_images)
+        if reference is not None:
+            (temp_dir / REFERENCE_PATH).write_text(json.dumps(reference, indent=1))
         if before_publish is not None:
             before_publish(temp_dir)
         for _ in range(PUBLISH_ATTEMPTS):

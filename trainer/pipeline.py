@@ -157,6 +157,16 @@ def git_revision() -> str | None:
     return revision or None
 
 
+def compute_reference_stats(model: Any, images: Any) -> dict[str, Any]:
+    """Reference statistics of held-out `images` (uint8) as the model sees them."""
+    from trainer.data import scale_pixels
+    from trainer.reference_stats import compute_reference
+
+    scaled = scale_pixels(images)
+    probabilities = model.predict(scaled, verbose=0, batch_size=256)
+    return compute_reference(scaled.reshape(-1, 28, 28), probabilities)
+
+
 def run_training(config: TrainConfig) -> TrainResult:
     """Run one job; raise QualityGateError (after saving the run's outputs) on refusal.
 
@@ -365,12 +375,18 @@ def finish_training(
             "workers": workers,
             "global_batch_size": config.batch_size * workers,
         },
-        "signatures": ["serving_default", "predict_images"],
+        "signatures": ["serving_default", "predict_images", "reference_stats"],
         "created_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "git_revision": settings.git_revision or git_revision(),
     }
+    reference = compute_reference_stats(model, splits.x_val)
     version_dir = export_model(
-        model, config.model_repository, config.model_name, metadata, splits.x_test[:8]
+        model,
+        config.model_repository,
+        config.model_name,
+        metadata,
+        splits.x_test[:8],
+        reference=reference,
     )
     version = int(version_dir.name)
     log.info("exported %s version %d to %s", config.model_name, version, version_dir)

@@ -44,12 +44,16 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         f"--prometheus-port={free_port()}",
         f"--pushgateway-port={pushgateway_port}",
         f"--redis-port={free_port()}",
+        f"--log-dir={tmp_path / 'prediction_log'}",
     ]
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     try:
         up = run(*stack[:1], "up", *stack[1:])
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"{gateway_url}  (API docs: {gateway_url}/docs)" in up.stdout
+        assert f"web page            {gateway_url}/  " in up.stdout
+        page = httpx.get(f"{gateway_url}/")
+        assert page.status_code == 200 and '<canvas id="pad"' in page.text
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
         # Redis, Prometheus and the Pushgateway join when their binaries are installed.
         assert {"model-server", "gateway"} <= set(pids)
@@ -75,10 +79,24 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         rows = [line for line in demo.stdout.splitlines() if re.match(r"^\s*\d+\s+\d\s+\d\s", line)]
         assert len(rows) == 6, demo.stdout
         assert "feedback sent" in demo.stdout
+        assert f"open {gateway_url}/ to draw a digit" in demo.stdout
+        if "prometheus" in pids:
+            # The page's status strip reads online accuracy from the stack's Prometheus.
+            accuracy = httpx.get(f"{gateway_url}/v1/models/mnist/accuracy").json()
+            assert accuracy["status"] == "ok", accuracy
         # The demo's feedback was recorded: the same ids again are duplicates, not counted.
         again = run("scripts/demo.py", f"--gateway-url={gateway_url}", "--count=6", "--replay")
         assert again.returncode == 0, again.stdout + again.stderr
         assert "sent again: 409 duplicate_feedback" in again.stdout, again.stdout
+
+        # The demo left a prediction log, and the trainer reads it: two runs of 12
+        # predictions (6 as arrays, 6 as PNGs) with their inputs, and 6 labels each (the
+        # replayed duplicates are not logged).
+        summary = run("-m", "trainer", "log", "summary", f"--log-dir={tmp_path / 'prediction_log'}")
+        assert summary.returncode == 0, summary.stdout + summary.stderr
+        row = next(line for line in summary.stdout.splitlines() if line.startswith("mnist "))
+        assert row.split()[2:5] == ["24", "24", "12"], summary.stdout
+        assert "skipped" not in summary.stdout
 
         status = run(*stack[:1], "status", *stack[1:])
         assert status.returncode == 0 and status.stdout.count(" ready ") == len(pids)

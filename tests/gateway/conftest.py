@@ -51,6 +51,8 @@ def inprocess_settings(**overrides: object) -> Settings:
         "feedback_secret": TEST_FEEDBACK_SECRET,
         "serving_target": "127.0.0.1:1",
         "host": "127.0.0.1",
+        # The log writes files: the tests that check it turn it on with a directory.
+        "log_enabled": False,
     }
     return Settings(_env_file=None, **{**values, **overrides})
 

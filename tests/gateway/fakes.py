@@ -34,6 +34,9 @@ class FakeUpstream:
         self.labels = labels or {}
         self.error: Exception | None = None
         self.batches: list[np.ndarray] = []
+        self.shadow_batches: list[np.ndarray] = []
+        # Outputs of the reference_stats signature; None: the model has no such signature.
+        self.reference: dict[str, np.ndarray] | None = None
 
     async def start(self) -> None:
         pass
@@ -51,9 +54,12 @@ class FakeUpstream:
             raise ModelNotFoundError(f"no {selector.describe()}")
         return version
 
-    async def predict(self, model, selector, batch, timeout) -> PredictResult:
+    async def predict(self, model, selector, batch, timeout, shadow=False) -> PredictResult:
         version = self._version(selector)
-        self.batches.append(batch)
+        if shadow:
+            self.shadow_batches.append(batch)
+        else:
+            self.batches.append(batch)
         probabilities = np.full((len(batch), 10), 0.01, dtype=np.float32)
         probabilities[np.arange(len(batch)), expected_class(batch)] = 0.91
         return PredictResult(version=version, probabilities=probabilities)
@@ -64,3 +70,9 @@ class FakeUpstream:
 
     async def model_signatures(self, model, selector=None):
         return self._version(selector), SIGNATURES
+
+    async def reference_stats(self, model, version, signature_name) -> dict[str, np.ndarray]:
+        self._version(VersionSelector(version=version))
+        if self.reference is None:
+            raise ModelNotFoundError(f"no signature {signature_name!r}")
+        return self.reference

@@ -53,9 +53,10 @@ def printed_digit(
 
 
 def photographed_mnist(
-    image: np.ndarray, scale: int, angle: float, quality: int, seed: int = 0
+    image: np.ndarray, scale: int, angle: float, quality: int, seed: int = 0, fmt: str = "JPEG"
 ) -> bytes:
-    """A real MNIST digit upscaled, inverted to dark-on-light, on paper, rotated, as JPEG."""
+    """A real MNIST digit upscaled, inverted to dark-on-light, on paper, rotated, as JPEG
+    (`quality`) or another format Pillow writes."""
     side = 28 * scale
     ink = Image.fromarray(image.astype(np.uint8), "L").resize((side, side), Image.BICUBIC)
     ink = ink.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=0)
@@ -66,7 +67,7 @@ def photographed_mnist(
     # Ink darkens the paper in proportion to its strength (pen at ~30 of 255).
     darkened = np.asarray(sheet, np.float32) * (1 - ink_array / 255 * 0.85)
     photo = Image.fromarray(np.clip(darkened, 0, 255).astype(np.uint8), "L")
-    return encode(photo, "JPEG", quality=quality)
+    return encode(photo, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
 
 
 def white_webp(side: int) -> bytes:

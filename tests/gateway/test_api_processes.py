@@ -159,12 +159,15 @@ def test_canary_split_proportions(late_server, start_gateway) -> None:
         pinned_version = client.post(f"{PREDICT}?version=2", json=ONE_INSTANCE).json()["version"]
         pinned_canary = client.post(f"{PREDICT}?label=canary", json=ONE_INSTANCE).json()["version"]
         metrics = client.get("/metrics").text
+        # What the web page's status strip shows: each label and the version it names.
+        labels = client.get("/v1/models/mnist").json()["labels"]
 
     assert set(versions) == {1, 2}
     canary_share = versions.count(2) / requests
     # Binomial(400, 0.25): sd 2.2 points; 8 points is ~3.7 sd, a flake every ~5,000 runs.
     assert abs(canary_share - 0.25) <= 0.08, f"canary got {canary_share:.1%}"
     assert pinned_stable == {1} and pinned_version == 2 and pinned_canary == 2
+    assert labels == {"canary": 2, "stable": 1}
     # The canary-vs-stable rules join on this gauge to tell the two versions apart.
     assert 'gateway_version_label_info{label="stable",model="mnist",version="1"} 1.0' in metrics
     assert 'gateway_version_label_info{label="canary",model="mnist",version="2"} 1.0' in metrics

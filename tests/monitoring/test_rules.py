@@ -196,3 +196,18 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
         ids = [panel["id"] for panel in dashboard["panels"]]
         assert len(ids) == len(set(ids)), "panel ids must be unique"
         assert dashboard["uid"] and dashboard["title"]
+
+
+def test_rule_files_rendered_from_templates_are_current() -> None:
+    """monitoring/rules/drift.yml is monitoring/templates/drift.yml at production windows."""
+    from tests.fixtures.monitoring import load_rule_renderer
+
+    renderer = load_rule_renderer()
+    assert renderer.stale() == [], "run `make monitoring-rules`"
+    shortened = renderer.render("drift.yml", window="20s", **{"for": "5s"})
+    assert "[20s]" in shortened and "for: 5s" in shortened and "30m" not in shortened
+
+
+def test_drift_alert_and_psi_rule_exist() -> None:
+    assert "PredictionDriftHigh" in {rule["alert"] for rule in alert_rules()}
+    assert "model_version_statistic:gateway_drift_psi:rate30m" in recorded_names()

@@ -176,20 +176,45 @@ def test_a_busy_model_holds_its_batch_open_while_requests_keep_arriving():
 
 
 def test_a_held_batch_is_released_once_the_loop_goes_quiet():
-    """A few closed-loop clients are all in the batch: waiting out the timeout (30 s here)
-    would only idle the model."""
+    """The closed-loop clients of the last batch are all back: waiting out the timeout
+    (30 s here) would only idle the model."""
 
     async def scenario():
         model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
         started = asyncio.get_running_loop().time()
-        result = await asyncio.wait_for(queue.submit(_rows(10)), 10)
+        tasks = []
+        for i in range(3):  # the three clients of the last batch, one per loop turn
+            tasks.append(asyncio.create_task(queue.submit(_rows(10 + i))))
+            await asyncio.sleep(0)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
         executor.shutdown()
-        return model.batch_sizes, result, asyncio.get_running_loop().time() - started
+        return model.batch_sizes, results, asyncio.get_running_loop().time() - started
 
-    batch_sizes, result, seconds = asyncio.run(scenario())
-    assert batch_sizes == [3, 1]
+    batch_sizes, results, seconds = asyncio.run(scenario())
+    assert batch_sizes == [3, 3]
     assert seconds < 5  # released after QUIET_TURNS turns, not the 30 s timeout
-    np.testing.assert_array_equal(result["y"], [[20.0]])
+    np.testing.assert_array_equal(results[2]["y"], [[24.0]])
+
+
+def test_a_held_batch_waits_through_quiet_turns_for_the_clients_of_recent_batches():
+    """Under load the clients of the last batches are still on their way back: a quiet
+    turn alone does not release a batch smaller than the recent ones."""
+
+    async def scenario():
+        model, queue, executor = await _busy_queue(batch_timeout_micros=30_000_000)
+        first = asyncio.create_task(queue.submit(_rows(10)))
+        for _ in range(20):  # many quiet loop turns
+            await asyncio.sleep(0)
+        sizes_while_held = list(model.batch_sizes)
+        rest = [asyncio.create_task(queue.submit(_rows(11 + i))) for i in range(2)]
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        executor.shutdown()
+        return sizes_while_held, model.batch_sizes, results
+
+    sizes_while_held, batch_sizes, results = asyncio.run(scenario())
+    assert sizes_while_held == [3]  # the lone request was still held
+    assert batch_sizes == [3, 3]
+    np.testing.assert_array_equal(results[0]["y"], [[20.0]])
 
 
 def test_a_full_batch_ends_the_hold_at_once():

@@ -70,7 +70,7 @@ def test_version_layout_matches_tf_serving(version_dir: Path) -> None:
 def test_signatures_have_exact_names_dtypes_and_shapes(loaded) -> None:
     import tensorflow as tf
 
-    assert set(loaded.signatures) == {"serving_default", "predict_images"}
+    assert set(loaded.signatures) == {"serving_default", "predict_images", "reference_stats"}
 
     default = loaded.signatures["serving_default"]
     (args, kwargs) = default.structured_input_signature
@@ -94,6 +94,27 @@ def test_signatures_have_exact_names_dtypes_and_shapes(loaded) -> None:
     assert set(outputs) == {"scores"}
     assert outputs["scores"].dtype == tf.float32
     assert outputs["scores"].shape.as_list() == [None, 10]
+
+    reference = loaded.signatures["reference_stats"]
+    assert reference.structured_input_signature == ((), {})
+    assert all(spec.dtype == tf.float32 for spec in reference.structured_outputs.values())
+    assert {"samples", "class_cuts", "class_proportions", "ink_fraction_cuts"} <= set(
+        reference.structured_outputs
+    )
+
+
+def test_reference_stats_describe_the_held_out_split(loaded, version_dir: Path) -> None:
+    """The signature's constants are the reference the trainer wrote beside it."""
+    import json
+
+    written = json.loads((version_dir / "assets.extra" / "reference_stats.json").read_text())
+    served = {k: v.numpy() for k, v in loaded.signatures["reference_stats"]().items()}
+    assert served["samples"] == written["samples"] > 0
+    for statistic in ("class", "confidence", "ink_fraction", "bbox_center_y"):
+        proportions = served[f"{statistic}_proportions"]
+        assert proportions.sum() == pytest.approx(1.0, abs=1e-5)
+        assert proportions.tolist() == pytest.approx(written[statistic]["proportions"])
+        assert len(served[f"{statistic}_cuts"]) == len(proportions) - 1
 
 
 def test_exported_model_classifies_held_out_digits(loaded, mnist_test_images) -> None:

@@ -9,7 +9,8 @@
 # As root, only when missing, and without starting a system Redis on :6379 (see the
 # script). Never fails: without the binary the Redis tests skip with the command to run.
 redis-bin: ## Install redis-server (apt-get, when root)
-	@scripts/install_debian_packages.sh redis-bin redis-server redis-server
+	@scripts/apt-install-missing.sh redis-bin redis-server redis-server \
+		"The tests that need it will skip; make up starts the stack without it."
 
 test: redis-bin
 up: redis-bin

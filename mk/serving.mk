@@ -81,14 +81,7 @@ kserve-env: $(KSERVE_STAMP) ## Install KServe's ModelServer (and TensorFlow) int
 
 # Debian's wrk, the HTTP load generator of bench-peers: installed only as root, only if missing.
 wrk-bin: ## Install Debian's wrk (apt-get, when root)
-	@command -v wrk >/dev/null && exit 0; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq -o DPkg::Lock::Timeout=300 >/dev/null \
-		&& apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 wrk >/dev/null; \
-	else \
-		echo "wrk-bin: wrk not found; install it with: sudo apt-get install wrk"; \
-	fi
+	@scripts/apt-install-missing.sh wrk-bin wrk wrk "make bench-peers needs it."
 
 bench-peers: install kserve-env wrk-bin ## REST (v1 and v2) vs KServe's ModelServer with wrk, c=8 and c=64, alternating rounds
 	$(PY) -m trainer train --if-empty

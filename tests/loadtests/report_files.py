@@ -11,18 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-STATS_HEADER = [
-    "Type",
-    "Name",
-    "Request Count",
-    "Failure Count",
-    "Median Response Time",
-    "Average Response Time",
-    "Min Response Time",
-    "Max Response Time",
-    "Average Content Size",
-    "Requests/s",
-    "Failures/s",
+# Locust's percentile columns, in both the stats and the history files.
+PERCENTILE_COLUMNS = [
     "50%",
     "66%",
     "75%",
@@ -35,6 +25,20 @@ STATS_HEADER = [
     "99.99%",
     "100%",
 ]
+STATS_HEADER = [
+    "Type",
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Average Response Time",
+    "Min Response Time",
+    "Max Response Time",
+    "Average Content Size",
+    "Requests/s",
+    "Failures/s",
+    *PERCENTILE_COLUMNS,
+]
 HISTORY_HEADER = [
     "Timestamp",
     "User Count",
@@ -42,17 +46,7 @@ HISTORY_HEADER = [
     "Name",
     "Requests/s",
     "Failures/s",
-    "50%",
-    "66%",
-    "75%",
-    "80%",
-    "90%",
-    "95%",
-    "98%",
-    "99%",
-    "99.9%",
-    "99.99%",
-    "100%",
+    *PERCENTILE_COLUMNS,
     "Total Request Count",
     "Total Failure Count",
     "Total Median Response Time",

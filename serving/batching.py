@@ -94,7 +94,6 @@ class BatchQueue:
         self._arrivals = 0  # requests submitted so far: a held batch watches it grow
         self._watched_arrivals = 0
         self._quiet_turns = 0
-        self._last_batch_requests = 0
         self._recent_batch_requests: collections.deque[int] = collections.deque(
             maxlen=RECENT_BATCHES
         )
@@ -162,7 +161,6 @@ class BatchQueue:
             self._pending_rows -= rows
             if not batch:
                 continue
-            self._last_batch_requests = len(batch)
             self._recent_batch_requests.append(len(batch))
             self._execute(batch, rows)
         self._metrics.batch_queue_size.set(self.model_name, value=len(self._pending))
@@ -170,7 +168,8 @@ class BatchQueue:
     def _hold_deadline(self) -> float | None:
         """Event-loop time until which the pending batch waits for company, or None."""
         timeout = self._options.batch_timeout_micros * 1e-6
-        busy = self._last_batch_requests > 1 and self._arrival_gap < timeout
+        recent = self._recent_batch_requests
+        busy = bool(recent) and recent[-1] > 1 and self._arrival_gap < timeout
         if not busy or self._pending_rows >= self._options.max_batch_size:
             return None
         deadline = self._pending[0].enqueued + timeout

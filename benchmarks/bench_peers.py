@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from bench_serving import (  # the sibling benchmark's helpers
     REPO_ROOT,
     find_model_dir,
     free_port,
+    median_figures,
     process_tree_rss,
 )
 
@@ -281,9 +281,6 @@ def measure(args, model_dir, workdir, scripts, ports, processes) -> int:
 
 
 def report(results: dict, rss: dict[str, int]) -> None:
-    def median(api: str, connections: int, name: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(api, connections, name)])
-
     print()
     print(
         "| API | connections | embedded req/s | p50 ms | p99 ms | KServe req/s | p50 ms "
@@ -293,12 +290,9 @@ def report(results: dict, rss: dict[str, int]) -> None:
     verdicts = []
     for api in ("v1", "v2"):
         for connections in CONNECTIONS:
-            e = {k: median(api, connections, "embedded", k) for k in ("rps", "p50", "p99")}
-            k = {key: median(api, connections, "kserve", key) for key in ("rps", "p50", "p99")}
-            errors = "/".join(
-                str(sum(r["errors"] for r in results[(api, connections, name)]))
-                for name in ("embedded", "kserve")
-            )
+            e = median_figures(results[(api, connections, "embedded")])
+            k = median_figures(results[(api, connections, "kserve")])
+            errors = f"{e['errors']}/{k['errors']}"
             ratio, p99_ratio = e["rps"] / k["rps"], e["p99"] / k["p99"]
             label = "TF Serving REST (/v1)" if api == "v1" else "Open Inference (/v2)"
             print(

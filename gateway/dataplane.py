@@ -162,10 +162,9 @@ class DataPlane:
         """Log, remember, count drift and offer a shadow copy; none of it waits."""
         predictions = answer["predictions"]
         model, version = answer["model"], answer["version"]
-        classes = [p["class"] for p in predictions]
+        classes = probabilities.argmax(axis=1)
         if self.drift is not None:
-            confidences = np.array([p["confidence"] for p in predictions])
-            self.drift.observe(model, version, batch, np.array(classes), confidences)
+            self.drift.observe(model, version, batch, classes, probabilities.max(axis=1))
         ids = [p["prediction_id"] for p in predictions]
         keys = [prediction_id.rpartition(".")[2] for prediction_id in ids]
         if self.prediction_log is not None:
@@ -173,7 +172,7 @@ class DataPlane:
                 answer, batch, probabilities, ids, keys, selector, deadline, context
             )
         if self.shadow is not None:
-            self.shadow.offer(ShadowCopy(model, version, batch, classes, keys, ids))
+            self.shadow.offer(ShadowCopy(model, version, batch, classes.tolist(), keys, ids))
 
     def _log_predictions(
         self, answer, batch, probabilities, ids, keys, selector, deadline, context

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.repository import MODEL_NAME
 from trainer.data import scale_pixels
 from trainer.errors import ExportError
-from trainer.export import export_model
+from trainer.export import KERAS_MODEL_PATH, export_model
 from trainer.repository import METADATA_PATH, WARMUP_PATH, list_versions
 
 pytestmark = pytest.mark.slow
@@ -224,3 +224,23 @@ def test_export_runs_in_a_session_as_tf_serving_loads_it(
             signature.outputs["probabilities"].name, {signature.inputs["images"].name: images}
         )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_model_keras_is_saved_without_optimizer_and_predicts_as_the_saved_model(
+    version_dir: Path, loaded, mnist_test_images
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    path = version_dir / KERAS_MODEL_PATH
+    # Weights and config only: Adam's two slots per weight would triple the file.
+    weights = sum(f.stat().st_size for f in (version_dir / "variables").iterdir())
+    assert path.stat().st_size < 1.5 * weights
+    model = keras.saving.load_model(str(path), compile=False)
+    images = tf.constant(scale_pixels(mnist_test_images[0][:64]))
+    np.testing.assert_allclose(
+        model(images, training=False).numpy(),
+        loaded.signatures["serving_default"](images=images)["probabilities"].numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -201,17 +201,39 @@ def format_summary(summary: LogSummary, log_dir: Path, max_bad_lines: int = 10) 
     return "\n".join(lines)
 
 
-def load_labelled(
+@dataclass(frozen=True)
+class LabelledRecords:
+    """Labelled predictions with their pixels, one per prediction id, in log order.
+
+    `times` are the feedback records' times (when the label arrived), Unix seconds.
+    """
+
+    prediction_ids: list[str]
+    times: np.ndarray  # float64 [N]
+    images: np.ndarray  # uint8 [N, 28, 28]
+    labels: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.prediction_ids)
+
+    def select(self, mask: np.ndarray) -> LabelledRecords:
+        """The records where `mask` (bool [N]) is true."""
+        ids = [pid for pid, keep in zip(self.prediction_ids, mask, strict=True) if keep]
+        return LabelledRecords(ids, self.times[mask], self.images[mask], self.labels[mask])
+
+
+def load_labelled_records(
     log_dir: Path, model: str | None = None, version: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labelled predictions with their pixels: (images uint8 [N, 28, 28], labels int64 [N]).
+) -> LabelledRecords:
+    """Labelled predictions with their ids and times (what `trainer finetune` reads).
 
     A feedback record carries its input; an older one without it takes the input of its
-    prediction record when that was sampled. Each prediction id counts once.
+    prediction record when that was sampled; one whose input is lost is left out. Each
+    prediction id counts once (its first label).
     """
     reader = LogReader(log_dir)
     sampled: dict[str, str] = {}
-    labelled: dict[str, tuple[str | None, int]] = {}
+    labelled: dict[str, tuple[str | None, int, float]] = {}
     for record in reader.records():
         if model is not None and record.get("model") != model:
             continue
@@ -221,17 +243,36 @@ def load_labelled(
             sampled[record["prediction_id"]] = record["input"]
         elif record["type"] == "feedback":
             labelled.setdefault(
-                record["prediction_id"], (record.get("input"), record["true_label"])
+                record["prediction_id"],
+                (record.get("input"), record["true_label"], float(record.get("time") or 0.0)),
             )
-    images, labels = [], []
-    for prediction_id, (encoded, label) in labelled.items():
+    ids, times, images, labels = [], [], [], []
+    for prediction_id, (encoded, label, time) in labelled.items():
         encoded = encoded or sampled.get(prediction_id)
         if encoded:
+            ids.append(prediction_id)
+            times.append(time)
             images.append(decode_input(encoded))
             labels.append(int(label))
-    if not images:
-        return np.zeros((0, 28, 28), dtype=np.uint8), np.zeros((0,), dtype=np.int64)
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    if not ids:
+        return LabelledRecords(
+            [], np.zeros((0,)), np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.int64)
+        )
+    return LabelledRecords(
+        ids, np.asarray(times, np.float64), np.stack(images), np.asarray(labels, np.int64)
+    )
+
+
+def load_labelled(
+    log_dir: Path, model: str | None = None, version: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled predictions with their pixels: (images uint8 [N, 28, 28], labels int64 [N]).
+
+    A feedback record carries its input; an older one without it takes the input of its
+    prediction record when that was sampled. Each prediction id counts once.
+    """
+    records = load_labelled_records(log_dir, model, version)
+    return records.images, records.labels
 
 
 def labelled_dataset(log_dir: Path, **filters: Any) -> Any:

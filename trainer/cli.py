@@ -1,4 +1,5 @@
-"""`python -m trainer`: the Typer CLI (train, list, push-metrics); TensorFlow loads lazily."""
+"""`python -m trainer`: the Typer CLI (train, tune, finetune, list, push-metrics, log);
+TensorFlow loads lazily."""
 
 from __future__ import annotations
 
@@ -251,6 +252,76 @@ def tune(
     except TrainerError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(exit_code_for(error)) from None
+
+
+@app.command()
+def finetune(
+    log_dir: Annotated[
+        Path, typer.Option(help="The gateway's prediction log (GATEWAY_LOG_DIR).")
+    ] = Path("prediction_log"),
+    from_version: Annotated[
+        str,
+        typer.Option(help="The version to start from: a number, or 'latest' (the highest)."),
+    ] = "latest",
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Repository root [env MODEL_REPOSITORY].")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name [env MODEL_NAME].")] = None,
+    min_records: Annotated[
+        int,
+        typer.Option(
+            help="Do nothing (exit 0) with fewer new labelled records: newer than the "
+            "parent's fine-tuning window if it has one, else all."
+        ),
+    ] = 200,
+    holdout: Annotated[
+        float, typer.Option(help="Share of records held out (by a hash of prediction_id).")
+    ] = 0.2,
+    epochs: Annotated[int, typer.Option(help="Epochs over records + replay.")] = 12,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Adam's learning rate.")] = 1e-3,
+    replay: Annotated[
+        int, typer.Option(help="MNIST training digits mixed in, so the model does not forget.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the replay sample and the fit.")] = 42,
+    dataset: Annotated[DatasetSource, typer.Option(help="MNIST source.")] = DatasetSource.AUTO,
+    data_path: Annotated[Path | None, typer.Option(help="mnist.npz or IDX directory.")] = None,
+    min_accuracy: Annotated[
+        float, typer.Option(help="Refuse export below this MNIST test accuracy.")
+    ] = 0.9,
+    max_regression: Annotated[
+        float, typer.Option(help="Refuse export this far below the parent's MNIST accuracy.")
+    ] = 0.02,
+) -> None:
+    """Fine-tune a version's head on the prediction log's labelled records; gate; export."""
+    configure_logging()
+    from trainer.finetune import FinetuneConfig, run_finetune  # imports TensorFlow lazily
+
+    try:
+        config = FinetuneConfig(
+            log_dir=log_dir, from_version=from_version, model_repository=model_repository,
+            model_name=model_name, min_records=min_records, holdout=holdout, epochs=epochs,
+            batch_size=batch_size, learning_rate=learning_rate, replay=replay, seed=seed,
+            dataset=dataset, data_path=data_path, min_accuracy=min_accuracy,
+            max_regression=max_regression,
+        )  # fmt: skip
+        result = run_finetune(config)
+    except TrainerError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(exit_code_for(error)) from None
+    if result.version_dir is None:
+        # A scheduled run that finds too little is a success that does nothing.
+        typer.echo(result.message)
+        raise typer.Exit(EXIT_OK)
+    typer.echo(
+        f"fine-tuned {config.model_name} version {result.parent_version} into version "
+        f"{result.version} on {result.records - result.holdout_records} labelled records "
+        f"({result.new_records} new, {result.holdout_records} held out): held-out accuracy "
+        f"{result.parent_holdout_accuracy:.4f} -> {result.holdout_accuracy:.4f}, MNIST test "
+        f"{result.parent_accuracy:.4f} -> {result.accuracy:.4f}, {result.seconds:.1f}s; "
+        f"exported {result.version_dir}"
+    )
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command("list")

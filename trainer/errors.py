@@ -32,6 +32,11 @@ class QualityGateError(TrainerError):
         self.rule = rule
 
 
+class ParentModelError(TrainerError):
+    """`trainer finetune` cannot start from the named version (absent, or exported before
+    assets.extra/model.keras was saved): exit code 1."""
+
+
 class ExportError(TrainerError):
     """Writing or publishing the SavedModel failed; no version was published: exit code 1."""
 

@@ -4,7 +4,7 @@ MODEL ?= mlp
 DATASET ?= auto
 TRAIN_ARGS ?=
 
-.PHONY: train models log-summary bench-trainer
+.PHONY: train models log-summary bench-trainer finetune bench-finetune
 
 train: install ## Train and publish a version (MODEL=mlp|mlp-bn|cnn DATASET=auto|offline|... TRAIN_ARGS=...)
 	$(PY) -m trainer train --model $(MODEL) --dataset $(DATASET) \
@@ -20,6 +20,15 @@ log-summary: install ## Summarize the gateway's prediction log (GATEWAY_LOG_DIR,
 
 bench-trainer: install ## Accuracy and train+export wall time of mlp and cnn on the offline sample
 	$(PY) benchmarks/bench_trainer.py $(BENCH_ARGS)
+
+FINETUNE_ARGS ?=
+
+finetune: install ## Fine-tune the latest version on the prediction log's labels (GATEWAY_LOG_DIR, FINETUNE_ARGS=...)
+	$(PY) -m trainer finetune --from-version latest --log-dir $(GATEWAY_LOG_DIR) \
+		--model-repository $(MODEL_REPOSITORY) --model-name $(MODEL_NAME) $(FINETUNE_ARGS)
+
+bench-finetune: install ## Demo model vs its fine-tuned version on hollow digits (trainer/styles.py), MNIST, wall time
+	$(PY) benchmarks/bench_finetune.py $(BENCH_ARGS)
 
 TUNER ?= grid
 MAX_TRIALS ?= 10

@@ -105,9 +105,14 @@ def main() -> None:
     parser.add_argument("--finetune-args", default="", help="extra `trainer finetune` options")
     options = parser.parse_args()
 
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as workdir:
+        bench(options, Path(workdir))
+
+
+def bench(options: argparse.Namespace, workdir: Path) -> None:
+    """Train (unless given a repository), write the log, fine-tune, print the table."""
     from trainer.styles import STYLE_NAME, style_digits
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     repository = options.repository or workdir / "repo"
     if not (repository / "mnist").is_dir():
         proc, seconds = run(

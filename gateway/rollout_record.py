@@ -251,8 +251,8 @@ def create_rollout_reader(
     assert settings.redis_url is not None
     # Imported here so that a process that never uses Redis never imports it.
     from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     timeout = settings.redis_timeout_seconds
     client: Any = Redis.from_url(

@@ -177,7 +177,7 @@ class DataPlane:
             self._log_predictions(
                 answer, batch, probabilities, ids, keys, selector, deadline, context
             )
-        if self.shadow is not None:
+        if self.shadow is not None and self.shadow.may_copy(model):
             self.shadow.offer(ShadowCopy(model, version, batch, classes.tolist(), keys, ids))
 
     def _log_predictions(

@@ -84,6 +84,14 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    def may_copy(self, model: str) -> bool:
+        """Whether answers of `model` may be copied at all: the caller skips building a
+        ShadowCopy per request when no record and no setting asks for shadow traffic."""
+        record = self.rollout.get(model) if self.rollout is not None else None
+        if record is not None:
+            return record.shadow_fraction > 0
+        return self.fraction > 0
+
     def offer(self, copy: ShadowCopy) -> None:
         """Maybe start a shadow call for `copy`; returns at once."""
         target = self._target(copy)

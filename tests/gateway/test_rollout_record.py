@@ -300,5 +300,6 @@ def test_the_record_sends_its_shadow_share_to_the_candidate_whatever_the_env_say
 def test_without_a_record_shadow_is_the_environments(records, expected) -> None:
     upstream = FakeUpstream(versions=(3, 4), labels={"canary": 4})
     runner, _ = shadow_runner(upstream, records, label="canary", percent=100)
+    assert runner.may_copy("mnist") == bool(expected)
     asyncio.run(offer_many(runner, 3, 20))
     assert {selector for selector, shadow in upstream.predict_calls if shadow} == expected

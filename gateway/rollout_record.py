@@ -127,7 +127,7 @@ class RolloutRecordReader:
     async def start(self) -> None:
         """Read once before serving (so a new replica follows the records from its first
         request, bounded by the timeout), then refresh in the background."""
-        await self.refresh()
+        await self._refresh_safely()
         self._task = asyncio.create_task(self._run(), name="rollout-records")
 
     async def close(self) -> None:
@@ -141,10 +141,13 @@ class RolloutRecordReader:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_seconds)
-            try:
-                await self.refresh()
-            except Exception:  # the loop must outlive any surprise; requests never see it
-                logger.exception("rollout records: refresh failed unexpectedly")
+            await self._refresh_safely()
+
+    async def _refresh_safely(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # neither start-up nor the loop may die of a surprise
+            logger.exception("rollout records: refresh failed unexpectedly")
 
     async def refresh(self) -> None:
         """One MGET of every model's record; apply what is valid, keep the rest."""

@@ -16,11 +16,13 @@ from gateway.rollout_record import (
     RolloutRecord,
     RolloutRecordError,
     RolloutRecordReader,
+    create_rollout_reader,
     parse_record,
 )
 from gateway.routing import VersionRouter
 from gateway.shadow import ShadowCopy, ShadowRunner
 from gateway.upstream import VersionSelector
+from tests.gateway.conftest import inprocess_settings
 from tests.gateway.fakes import FakeUpstream
 
 RECORD = {
@@ -303,3 +305,17 @@ def test_without_a_record_shadow_is_the_environments(records, expected) -> None:
     assert runner.may_copy("mnist") == bool(expected)
     asyncio.run(offer_many(runner, 3, 20))
     assert {selector for selector, shadow in upstream.predict_calls if shadow} == expected
+
+
+def test_the_reader_runs_only_with_redis_and_not_when_turned_off() -> None:
+    metrics = GatewayMetrics()
+    url = "redis://127.0.0.1:1/0"  # never connected: the client connects on first use
+    assert create_rollout_reader(inprocess_settings(), metrics) is None
+    off = inprocess_settings(redis_url=url, rollout_enabled=False)
+    assert create_rollout_reader(off, metrics) is None
+    reader = create_rollout_reader(
+        inprocess_settings(redis_url=url, models="mnist,fashion"), metrics
+    )
+    assert reader is not None and reader.models == ["mnist", "fashion"]
+    assert reader.refresh_seconds == 1.0
+    asyncio.run(reader.close())

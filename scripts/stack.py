@@ -469,6 +469,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--rollout-metrics-port", type=int, default=9102)
     parser.add_argument("--timeout", type=float, default=180.0, help="per-service readiness")
     parser.add_argument(
         "--log-dir",
@@ -487,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
         prometheus_port=args.prometheus_port,
         pushgateway_port=args.pushgateway_port,
         redis_port=args.redis_port,
+        rollout_metrics_port=args.rollout_metrics_port,
         timeout=args.timeout,
         log_dir=args.log_dir.resolve(),
     )

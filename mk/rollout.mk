@@ -18,4 +18,4 @@ $(ROLLOUT_PROTO_OUT): $(ROLLOUT_PROTOS) | $(STAMP)
 		--descriptor_set_out=$@ $(patsubst $(ROLLOUT_PROTO_DIR)/%,%,$(ROLLOUT_PROTOS))
 
 rollout-status: install ## Each model's versions, rollout stage, traffic share and last decision
-	$(PY) -m rollout status
+	ROLLOUT_CONFIG_PATH=$(RUN_DIR)/models.config $(PY) -m rollout status

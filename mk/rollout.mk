@@ -1,7 +1,7 @@
 # Rollout controller (rollout/): its TF Serving proto subset, the controller, its CLI.
 
 ROLLOUT_PROTO_DIR := rollout/protos
-ROLLOUT_PROTO_OUT := rollout/_proto/tensorflow_serving_config.binpb
+ROLLOUT_PROTO_OUT := rollout/_proto/tensorflow_serving_subset.binpb
 ROLLOUT_PROTOS := $(wildcard $(ROLLOUT_PROTO_DIR)/*/*/*.proto $(ROLLOUT_PROTO_DIR)/*/*/*/*.proto)
 
 .PHONY: rollout-protos rollout-status

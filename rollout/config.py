@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     config_path: Path = Path(".run/models.config")
     configmap_name: str = "tf-serving-models"
     configmap_key: str = "models.config"
-    configmap_seed_path: Path | None = None
+    # The shipped seed (a kustomize-generated ConfigMap mounted as a file), copied to the
+    # owned ConfigMap only when that does not exist yet.
+    configmap_seed: Path | None = None
     namespace: str = "default"
 
     # The rollout record every gateway reads. Unset: shares cannot reach the gateways,

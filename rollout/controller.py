@@ -45,8 +45,10 @@ from rollout.model_config import (
     ModelConfigStore,
     ModelState,
     apply_state,
+    labels_of,
     parse_config,
     render_config,
+    specific_versions,
 )
 from rollout.policy import Policy
 from rollout.protos import load_messages
@@ -94,6 +96,7 @@ class Controller:
         # The reason of the last "wait" per model: a wait is audited when it changes,
         # not every interval.
         self._last_wait: dict[str, str] = {}
+        self._config_seen = False
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -371,9 +374,33 @@ class Controller:
     def _read(self) -> tuple[Any, dict[str, ModelState], str | None]:
         text = self.store.read_text()
         if text is None:
+            if self._config_seen:
+                # Starting over would make the newest export stable, rolled-back ones
+                # included: refuse, and let a person restore or re-seed it.
+                raise ModelConfigError(
+                    "the model config disappeared while the controller ran; it does not "
+                    "start over on its own: restore it, or restart the controller to re-seed"
+                )
             return load_messages().ModelServerConfig(), {}, None
+        self._config_seen = True
         config, states = parse_config(text)
+        for model in self.policies:
+            if model not in states:
+                states[model] = self._adopt(config, model)
         return config, states, text
+
+    def _adopt(self, config: Any, model: str) -> ModelState:
+        """The state of a model the config serves but the controller has not managed yet
+        (the shipped seed, or a hand-written config): its `stable` label, else the newest
+        version its policy names, stays stable."""
+        state = ModelState(model)
+        stable = labels_of(config, model).get("stable")
+        if stable is None:
+            stable = max(specific_versions(config, model), default=None)
+        if stable is not None and stable in self._versions(model):
+            state.stable = stable
+            self._decide(state, "bootstrap", "adopted from the config: its stable version")
+        return state
 
     def _write(self, config, states: dict[str, ModelState], text: str | None, reload=True) -> str:
         for model, state in states.items():

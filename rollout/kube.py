@@ -19,6 +19,9 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from rollout.errors import ModelConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ DEFAULT_LEASE_NAME = "rollout-controller"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rollout-controller"}
 
 
-class ConfigMapConflictError(RuntimeError):
+class ConfigMapConflictError(ModelConfigError):
     """The ConfigMap changed (or appeared) since the controller read it; nothing was written.
 
     The caller reads again and recomputes its change; retrying the same write blindly would
@@ -98,7 +101,25 @@ class ConfigMapModelConfigStore:
         self._seen: Any = None
 
     def read_text(self) -> str | None:
-        """The config text, or None when the ConfigMap or its key does not exist."""
+        """The config text, or None when the ConfigMap or its key does not exist.
+        ModelConfigError when the API server cannot be asked."""
+        try:
+            return self._read_text()
+        except (ApiException, HTTPError, OSError) as error:
+            raise ModelConfigError(f"cannot read ConfigMap {self.name}: {error}") from None
+
+    def write_text(self, text: str) -> None:
+        """Replace the key's text atomically (other keys kept); create the ConfigMap if it
+        did not exist when last read. ConfigMapConflictError when it changed since;
+        ModelConfigError when the API server cannot be asked."""
+        try:
+            self._write_text(text)
+        except ConfigMapConflictError:
+            raise
+        except (ApiException, HTTPError, OSError) as error:
+            raise ModelConfigError(f"cannot write ConfigMap {self.name}: {error}") from None
+
+    def _read_text(self) -> str | None:
         try:
             config_map = self.api.read_namespaced_config_map(self.name, self.namespace)
         except ApiException as error:
@@ -109,11 +130,9 @@ class ConfigMapModelConfigStore:
         self._seen = config_map
         return (config_map.data or {}).get(self.key)
 
-    def write_text(self, text: str) -> None:
-        """Replace the key's text atomically (other keys kept); create the ConfigMap if it
-        did not exist when last read. Raises ConfigMapConflictError when it changed since."""
+    def _write_text(self, text: str) -> None:
         if self._seen is None:
-            self.read_text()
+            self._read_text()
         if self._seen is False:
             body = {
                 "apiVersion": "v1",

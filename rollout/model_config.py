@@ -177,3 +177,13 @@ def labels_of(config: Any, model: str) -> dict[str, int]:
         if entry.name == model:
             return dict(entry.version_labels)
     return {}
+
+
+def specific_versions(config: Any, model: str) -> list[int]:
+    """The versions a `specific` policy in `config` names for `model` (else empty)."""
+    if not config.HasField("model_config_list"):
+        return []
+    for entry in config.model_config_list.config:
+        if entry.name == model and entry.model_version_policy.HasField("specific"):
+            return list(entry.model_version_policy.specific.versions)
+    return []

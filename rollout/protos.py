@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from rollout.errors import ModelConfigError
 
-DESCRIPTOR_SET = Path(__file__).resolve().parent / "_proto" / "tensorflow_serving_config.binpb"
+DESCRIPTOR_SET = Path(__file__).resolve().parent / "_proto" / "tensorflow_serving_subset.binpb"
 GET_MODEL_STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
 RELOAD_CONFIG_METHOD = "/tensorflow.serving.ModelService/HandleReloadConfigRequest"
 

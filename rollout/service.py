@@ -38,8 +38,8 @@ def build_store(settings: Settings) -> ModelConfigStore:
     store = ConfigMapModelConfigStore(
         settings.namespace, name=settings.configmap_name, key=settings.configmap_key
     )
-    if settings.configmap_seed_path is not None:
-        ensure_model_config(store, settings.configmap_seed_path.read_text())
+    if settings.configmap_seed is not None:
+        ensure_model_config(store, settings.configmap_seed.read_text())
     return store
 
 

@@ -11,7 +11,7 @@ import pytest
 from rollout.audit import AuditLog
 from rollout.config import DEFAULT_RULES_DIR, Settings
 from rollout.controller import Controller
-from rollout.errors import EvidenceUnavailableError, UnsafeActionError
+from rollout.errors import EvidenceUnavailableError, ModelConfigError, UnsafeActionError
 from rollout.model_config import FileModelConfigStore, parse_config
 from rollout.policy import Policy
 from rollout.queries import RecordingRules, Sample
@@ -322,3 +322,28 @@ def test_without_redis_no_stage_sends_traffic(world) -> None:
         controller.tick()
     assert world.state().stage == "seen"
     assert "no Redis" in world.state().last_decision["reason"]
+
+
+def test_the_seed_configs_stable_label_is_adopted_not_the_newest_export(world) -> None:
+    for version in (1, 2, 3):
+        world.publish(version)
+    world.settings.config_path.parent.mkdir(parents=True)
+    world.settings.config_path.write_text(
+        'model_config_list { config { name: "mnist" base_path: "/m" model_platform: '
+        '"tensorflow" model_version_policy { specific { versions: 2 } } '
+        'version_labels { key: "stable" value: 2 } } }'
+    )
+    controller = world.controller()
+    controller.tick()
+    state = world.state()
+    assert (state.stable, state.candidate) == (2, 3), "3 is a candidate, not stable"
+
+
+def test_a_config_that_disappears_mid_run_is_not_started_over(world) -> None:
+    world.publish(1)
+    controller = world.controller()
+    controller.bootstrap()
+    controller.tick()
+    world.settings.config_path.unlink()
+    with pytest.raises(ModelConfigError, match="disappeared"):
+        controller.tick()

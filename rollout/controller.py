@@ -97,6 +97,8 @@ class Controller:
         # not every interval.
         self._last_wait: dict[str, str] = {}
         self._config_seen = False
+        # States decided by a pass whose config write failed (see tick).
+        self._unsaved: dict[str, ModelState] | None = None
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -104,8 +106,13 @@ class Controller:
         """One pass over every model (see the module docstring)."""
         with self.action_lock():
             config, states, text = self._read()
+            if self._unsaved is not None:
+                # The last pass decided but could not write its config: its states win
+                # over the stored ones (a rollback must not be undone by a failed write).
+                states.update(self._unsaved)
             for model, policy in self.policies.items():
                 state = states.setdefault(model, ModelState(model))
+                self._honour_rollbacks(state)
                 try:
                     self._advance(state, policy)
                 except (EvidenceUnavailableError, ServingUnavailableError) as error:
@@ -114,8 +121,15 @@ class Controller:
                     )
                     self.metrics.tick_errors.labels(model, reason).inc()
                     self._wait(state, f"{reason} unavailable: {error}")
-            self._write(config, states, text)
-            self._publish(states)
+            try:
+                self._write(config, states, text)
+            except ModelConfigError:
+                self._unsaved = {m: s for m, s in states.items() if m in self.policies}
+                self.metrics.tick_errors.labels("", "config").inc()
+                raise
+            finally:
+                self._publish(states)
+            self._unsaved = None
         self.metrics.last_tick.set(self.clock())
 
     def bootstrap(self) -> str:
@@ -135,6 +149,7 @@ class Controller:
         with self.action_lock():
             config, states, text = self._read()
             state = self._state_of(states, model)
+            self._honour_rollbacks(state)
             if state.candidate != version:
                 raise UnsafeActionError(
                     f"{model} version {version} is not the candidate in progress "
@@ -157,6 +172,7 @@ class Controller:
         with self.action_lock():
             config, states, text = self._read()
             state = self._state_of(states, model)
+            self._honour_rollbacks(state)
             if state.candidate != version:
                 raise UnsafeActionError(
                     f"{model} version {version} is not the candidate in progress "
@@ -173,6 +189,7 @@ class Controller:
         with self.action_lock():
             config, states, text = self._read()
             state = self._state_of(states, model)
+            self._honour_rollbacks(state)
             if state.candidate != version:
                 raise UnsafeActionError(
                     f"{model} version {version} is not the candidate in progress "
@@ -319,6 +336,13 @@ class Controller:
         if version is not None:
             state.rolled_back.append(version)
             self._drain(state, version)
+            # Marked in Redis too: if the config write below fails, the next pass (or a
+            # controller that only ever sees the old config) still honours the rollback.
+            if self.records is not None:
+                try:
+                    self.records.mark_rolled_back(state.model, version)
+                except RecordStoreUnavailableError as error:
+                    log.warning("%s: %s", state.model, error)
         # The record first: nothing after this line can keep traffic on the version.
         self._publish({state.model: state})
         extra = dict(details or {})
@@ -388,6 +412,18 @@ class Controller:
             if model not in states:
                 states[model] = self._adopt(config, model)
         return config, states, text
+
+    def _honour_rollbacks(self, state: ModelState) -> None:
+        """A rollback recorded in Redis whose config write failed (the loop's, or a
+        person's from the CLI) is applied to the state read from the config."""
+        if self.records is None or state.candidate is None:
+            return
+        try:
+            marked = self.records.rolled_back(state.model)
+        except RecordStoreUnavailableError:
+            return
+        if state.candidate in marked:
+            self._rollback(state, "rolled back earlier; its config write had not landed", None)
 
     def _adopt(self, config: Any, model: str) -> ModelState:
         """The state of a model the config serves but the controller has not managed yet

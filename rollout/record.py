@@ -73,5 +73,20 @@ class RecordStore:
             raise RecordStoreUnavailableError(f"cannot read the rollout record: {error}") from None
         return json.loads(raw) if raw else None
 
+    def mark_rolled_back(self, model: str, version: int) -> None:
+        """Remember that `version` was rolled back (a set per model, no expiry)."""
+        try:
+            self._redis.sadd(f"{KEY_PREFIX}{model}:rolled_back", version)
+        except redis.RedisError as error:
+            raise RecordStoreUnavailableError(f"cannot mark the rollback: {error}") from None
+
+    def rolled_back(self, model: str) -> set[int]:
+        """Every version of `model` marked rolled back."""
+        try:
+            members = self._redis.smembers(f"{KEY_PREFIX}{model}:rolled_back")
+        except redis.RedisError as error:
+            raise RecordStoreUnavailableError(f"cannot read the rollbacks: {error}") from None
+        return {int(member) for member in members}
+
     def close(self) -> None:
         self._redis.close()

@@ -58,7 +58,14 @@ class FakeServing:
 class FakeRecords:
     def __init__(self, events: list[str]) -> None:
         self.records: dict[str, object] = {}
+        self.marked: dict[str, set[int]] = {}
         self.events = events
+
+    def mark_rolled_back(self, model: str, version: int) -> None:
+        self.marked.setdefault(model, set()).add(version)
+
+    def rolled_back(self, model: str) -> set[int]:
+        return self.marked.get(model, set())
 
     def publish(self, record) -> None:
         if self.records.get(record.model) != record:
@@ -347,3 +354,61 @@ def test_a_config_that_disappears_mid_run_is_not_started_over(world) -> None:
     world.settings.config_path.unlink()
     with pytest.raises(ModelConfigError, match="disappeared"):
         controller.tick()
+
+
+class FailingStore:
+    """A config store whose writes fail while `failing` is set (a full disk, an API
+    server refusing)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.failing = inner, False
+
+    def read_text(self):
+        return self.inner.read_text()
+
+    def write_text(self, text: str) -> None:
+        if self.failing:
+            raise ModelConfigError("disk full")
+        self.inner.write_text(text)
+
+
+def _in_shadow(world) -> Controller:
+    world.publish(1)
+    world.serving.available.update({1, 2})
+    controller = world.controller()
+    controller.bootstrap()
+    world.publish(2)
+    controller.tick()
+    assert world.state().stage == "shadow"
+    return controller
+
+
+def test_a_rollback_whose_config_write_fails_is_not_undone(world) -> None:
+    controller = _in_shadow(world)
+    controller.store = FailingStore(controller.store)
+    controller.store.failing = True
+    evidence(world.prometheus, 2, 1, accuracy=0.1)
+    with pytest.raises(ModelConfigError):
+        controller.tick()
+    assert world.record().candidate is None, "the record went first"
+    assert world.state().candidate == 2, "the config still says shadow"
+
+    with pytest.raises(ModelConfigError):
+        controller.tick()  # the write still fails: the record must stay without traffic
+    assert world.record().candidate is None
+    controller.store.failing = False
+    controller.tick()
+    assert (world.state().candidate, world.state().rolled_back) == (None, [2])
+
+
+def test_a_rollback_by_hand_survives_a_failed_write_through_redis(world) -> None:
+    loop = _in_shadow(world)
+    person = world.controller()
+    person.store = FailingStore(person.store)
+    person.store.failing = True
+    with pytest.raises(ModelConfigError):
+        person.rollback("mnist", 2)
+    # The loop only sees the old config, but Redis remembers the rollback.
+    loop.tick()
+    assert (world.state().candidate, world.state().rolled_back) == (None, [2])
+    assert world.record().candidate is None

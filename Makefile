@@ -63,6 +63,7 @@ demo: install ## Train a model if none exists, start the stack, send real images
 	$(MAKE) --no-print-directory up
 	$(PY) scripts/demo.py
 	$(PY) -m trainer log summary --log-dir $(GATEWAY_LOG_DIR)
+	ROLLOUT_CONFIG_PATH=$(RUN_DIR)/models.config $(PY) -m rollout status
 
 clean: ## Remove the venv, run directory and reports (keeps the model repository)
 	rm -rf $(VENV) $(RUN_DIR) reports .pytest_cache .ruff_cache

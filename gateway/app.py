@@ -38,6 +38,7 @@ from gateway.metrics import GatewayMetrics, MetricLabels
 from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from gateway.prediction_log import PredictionLog, create_prediction_log
 from gateway.prediction_memory import PredictionMemory, create_prediction_memory
+from gateway.rollout_record import RolloutRecordReader, create_rollout_reader
 from gateway.schemas import (
     AccuracyPublic,
     ErrorResponse,
@@ -464,10 +465,20 @@ def start_metrics_listener(settings: Settings, metrics: GatewayMetrics):
 
 class Observers:
     """The prediction log, the per-prediction memory, shadow traffic and drift, each on
-    when its settings say so (GATEWAY_LOG_ENABLED, GATEWAY_SHADOW_*, GATEWAY_DRIFT_ENABLED)."""
+    when its settings say so (GATEWAY_LOG_ENABLED, GATEWAY_SHADOW_*, GATEWAY_DRIFT_ENABLED).
 
-    def __init__(self, settings: Settings, upstream: Upstream, metrics: GatewayMetrics) -> None:
+    Shadow traffic also runs whenever rollout records are read: a record may ask for it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        metrics: GatewayMetrics,
+        rollout: RolloutRecordReader | None = None,
+    ) -> None:
         self.settings, self.upstream, self.metrics = settings, upstream, metrics
+        self.rollout = rollout
         self.log: PredictionLog | None = None
         self.memory: PredictionMemory | None = None
         self.shadow: ShadowRunner | None = None
@@ -479,10 +490,11 @@ class Observers:
         if settings.log_enabled:
             self.log = create_prediction_log(settings, metrics)
             self.log.start()
-        if settings.log_enabled or settings.shadow_on:
+        shadow_possible = settings.shadow_on or self.rollout is not None
+        if settings.log_enabled or shadow_possible:
             self.memory = create_prediction_memory(settings, metrics)
             await self.memory.start()
-        if settings.shadow_on:
+        if shadow_possible:
             self.shadow = ShadowRunner(
                 self.upstream,
                 metrics,
@@ -492,6 +504,7 @@ class Observers:
                 settings.shadow_max_concurrency,
                 self.memory,
                 self.log.submit if self.log is not None else None,
+                rollout=self.rollout,
             )
         if settings.drift_enabled:
             self.drift = DriftMonitor(self.upstream, metrics, settings.drift_signature_name)
@@ -521,9 +534,10 @@ def create_app(
     upstream = upstream or ServingClient(settings, load_messages(), metrics)
     feedback_store = feedback_store or create_feedback_store(settings)
     decode_pool = DecodePool(settings.decode_workers, settings.decode_queue)
-    dataplane = DataPlane(settings, upstream, metrics, feedback_store, decode_pool)
+    rollout = create_rollout_reader(settings, metrics)
+    dataplane = DataPlane(settings, upstream, metrics, feedback_store, decode_pool, rollout=rollout)
     envelope = predict_request_type(settings.max_batch_size)
-    observers = Observers(settings, upstream, metrics)
+    observers = Observers(settings, upstream, metrics, rollout)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -531,10 +545,14 @@ def create_app(
         if settings.metrics_port is not None:
             metrics_server = start_metrics_listener(settings, metrics)
         await upstream.start()
+        if rollout is not None:
+            await rollout.start()
         await observers.start(dataplane)
         try:
             yield
         finally:
+            if rollout is not None:
+                await rollout.close()
             await observers.close()
             await upstream.close()
             await feedback_store.close()
@@ -556,6 +574,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.dataplane = dataplane
     app.state.observers = observers
+    app.state.rollout = rollout
     app.state.predict_envelope = TypeAdapter(envelope)
     app.state.online_accuracy = OnlineAccuracy(
         settings.prometheus_url, settings.status_timeout_seconds

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     shadow_timeout_seconds: float = Field(1.0, gt=0)
     shadow_max_concurrency: int = Field(8, ge=1, description="shadow calls in flight")
 
+    # Rollout records (gateway/rollout_record.py, docs/ROLLOUT.md): with GATEWAY_REDIS_URL,
+    # the rollout controller's record of each model, `rollout:{model}`, is read every
+    # rollout_refresh_seconds and overrides the canary and shadow settings above for that
+    # model. Off: the environment settings alone route (an operator's manual override).
+    rollout_enabled: bool = True
+    # The contract promises a change reaches every replica within 2 s: refresh plus a read.
+    rollout_refresh_seconds: float = Field(1.0, gt=0, le=60)
+
     # Security.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # /metrics: public on the API port by default; with keys it requires one of them, with
@@ -178,6 +186,11 @@ class Settings(BaseSettings):
     def shadow_on(self) -> bool:
         """Whether shadow traffic is sent."""
         return bool(self.shadow_label) and self.shadow_percent > 0
+
+    @property
+    def rollout_on(self) -> bool:
+        """Whether the rollout records are read (and may override routing and shadow)."""
+        return self.rollout_enabled and self.redis_url is not None
 
     @property
     def feedback_store_kind(self) -> Literal["redis", "local"]:

@@ -26,7 +26,7 @@ from gateway.prediction_ids import PredictionIdSigner
 from gateway.prediction_log import PredictionLog
 from gateway.prediction_memory import PredictionMemory, Remembered
 from gateway.preprocessing import prepare_image
-from gateway.routing import VersionRouter
+from gateway.routing import RolloutRecords, VersionRouter
 from gateway.shadow import ShadowCopy, ShadowRunner
 from gateway.upstream import Upstream, VersionSelector
 
@@ -49,6 +49,7 @@ class DataPlane:
         feedback_store: FeedbackStore,
         decode_pool: DecodePool,
         router: VersionRouter | None = None,
+        rollout: RolloutRecords | None = None,
     ) -> None:
         self.settings = settings
         self.upstream = upstream
@@ -59,8 +60,13 @@ class DataPlane:
             settings.feedback_secret.get_secret_value(),
             settings.feedback_max_age.total_seconds(),
         )
+        # `rollout`: the rollout controller's records, which override the canary settings
+        # for the models they name (gateway/rollout_record.py).
         self.router = router or VersionRouter(
-            settings.canary_percent, settings.canary_label, settings.effective_default_label
+            settings.canary_percent,
+            settings.canary_label,
+            settings.effective_default_label,
+            rollout=rollout,
         )
         # What the gateway observes besides answering (each part optional): the prediction
         # log, the memory of inputs and shadow answers, shadow traffic, drift counters.
@@ -143,14 +149,14 @@ class DataPlane:
         return batch
 
     async def _predict(self, model, batch, version, label, deadline, context) -> dict[str, Any]:
-        selector, by_canary = self.router.select(version, label)
+        selector, by_canary = self.router.select(version, label, model)
         try:
             result = await self.upstream.predict(model, selector, batch, _left(deadline))
         except ModelNotFoundError:
             if not by_canary:
                 raise
             # No canary deployed (yet): the split must not fail users, so serve stable.
-            selector = VersionSelector(label=self.router.default_label or None)
+            selector = self.router.fallback(model)
             result = await self.upstream.predict(model, selector, batch, _left(deadline))
         if selector.label:
             self.metrics.observe_version_label(model, selector.label, result.version)
@@ -171,7 +177,7 @@ class DataPlane:
             self._log_predictions(
                 answer, batch, probabilities, ids, keys, selector, deadline, context
             )
-        if self.shadow is not None:
+        if self.shadow is not None and self.shadow.may_copy(model):
             self.shadow.offer(ShadowCopy(model, version, batch, classes.tolist(), keys, ids))
 
     def _log_predictions(

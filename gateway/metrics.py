@@ -213,6 +213,33 @@ class GatewayMetrics:
             ["model", "version", "outcome"],
             registry=self.registry,
         )
+        # Rollout records (gateway/rollout_record.py): the shares this replica applies from
+        # the controller's record of each model (no series: no record, env settings route),
+        # and how stale that record may be.
+        self.rollout_canary_percent = Gauge(
+            "gateway_rollout_canary_percent",
+            "Share of un-pinned traffic the rollout record sends to the candidate, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.rollout_shadow_percent = Gauge(
+            "gateway_rollout_shadow_percent",
+            "Share of predictions the rollout record copies to the candidate, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.rollout_record_age = Gauge(
+            "gateway_rollout_record_age_seconds",
+            "Seconds since the record in force was last read from Redis, by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.rollout_refresh_errors = Counter(
+            "gateway_rollout_refresh_errors",
+            "Rollout record refreshes that failed (unavailable) or records ignored (malformed).",
+            ["reason"],
+            registry=self.registry,
+        )
         # Drift (gateway/drift.py): live bin counts and the version's reference shares;
         # the recording rules compute the population stability index from them.
         self.drift_observations = BinCounters(

@@ -2,8 +2,11 @@
 client has its answer, to judge the candidate on real traffic before anyone sees it.
 
 `GATEWAY_SHADOW_LABEL` names the candidate (a TF Serving version label such as
-`canary`), `GATEWAY_SHADOW_PERCENT` the share of predictions copied to it. The client
-never waits for a shadow call and never sees its result or its failure:
+`canary`), `GATEWAY_SHADOW_PERCENT` the share of predictions copied to it. A model's
+rollout record (gateway/rollout_record.py) overrides both for that model: its
+`shadow_percent` of predictions go to version `candidate`, by number, except those the
+candidate answered itself (a copy to the same version would only inflate agreement). The
+client never waits for a shadow call and never sees its result or its failure:
 
 - a shadow call runs as its own task after the response is built, with its own deadline
   (`GATEWAY_SHADOW_TIMEOUT_SECONDS`);
@@ -29,6 +32,7 @@ import orjson
 
 from gateway.metrics import GatewayMetrics
 from gateway.prediction_memory import PredictionMemory
+from gateway.routing import RolloutRecords
 from gateway.upstream import Upstream, VersionSelector
 
 logger = logging.getLogger("gateway")
@@ -60,11 +64,15 @@ class ShadowRunner:
         memory: PredictionMemory | None,
         log_record: Callable[[dict[str, Any]], None] | None,
         rng: random.Random | None = None,
+        rollout: RolloutRecords | None = None,
     ) -> None:
         self.upstream = upstream
         self.metrics = metrics
         self.label = label
-        self.fraction = percent / 100.0
+        # The environment's shadow, for models without a rollout record; off without a label.
+        self.fraction = percent / 100.0 if label else 0.0
+        self._env_selector = VersionSelector(label=label or None)
+        self.rollout = rollout
         self.timeout = timeout_seconds
         self.max_concurrency = max_concurrency
         self.memory = memory
@@ -76,38 +84,66 @@ class ShadowRunner:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    def may_copy(self, model: str) -> bool:
+        """Whether answers of `model` may be copied at all: the caller skips building a
+        ShadowCopy per request when no record and no setting asks for shadow traffic."""
+        record = self.rollout.get(model) if self.rollout is not None else None
+        if record is not None:
+            return record.shadow_fraction > 0
+        return self.fraction > 0
+
     def offer(self, copy: ShadowCopy) -> None:
         """Maybe start a shadow call for `copy`; returns at once."""
-        if self.fraction < 1.0 and self._random.random() >= self.fraction:
+        target = self._target(copy)
+        if target is None:
+            return
+        selector, fraction = target
+        if fraction < 1.0 and self._random.random() >= fraction:
             return
         if len(self._tasks) >= self.max_concurrency:
-            version = self.metrics.labels.asked_version(copy.model, None, self.label)
-            self._count(copy.model, version, "dropped", len(copy.keys))
+            self._count(copy.model, self._asked(copy.model, selector), "dropped", len(copy.keys))
             return
-        task = asyncio.create_task(self._run(copy))
+        task = asyncio.create_task(self._run(copy, selector))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _target(self, copy: ShadowCopy) -> tuple[VersionSelector, float] | None:
+        """Where a copy of this answer would go and with what probability; None: nowhere."""
+        record = self.rollout.get(copy.model) if self.rollout is not None else None
+        if record is not None:
+            if record.shadow_fraction <= 0 or record.candidate == copy.served_version:
+                return None
+            return VersionSelector(version=record.candidate), record.shadow_fraction
+        if self.fraction <= 0:
+            return None
+        return self._env_selector, self.fraction
+
+    def _asked(self, model: str, selector: VersionSelector) -> str:
+        """The version label of a copy nothing answered: the record's candidate (a number
+        the controller chose, so a bounded set), else the label as today."""
+        if selector.version is not None:
+            return str(selector.version)
+        return self.metrics.labels.asked_version(model, None, selector.label)
 
     def _count(self, model: str, version: str, outcome: str, amount: int) -> None:
         model_label = self.metrics.labels.model(model)
         self.metrics.shadow_requests.labels(model_label, version, outcome).inc(amount)
 
-    async def _run(self, copy: ShadowCopy) -> None:
+    async def _run(self, copy: ShadowCopy, selector: VersionSelector) -> None:
         labels = self.metrics.labels
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await self.upstream.predict(
-                    copy.model, VersionSelector(label=self.label), copy.batch, self.timeout,
-                    shadow=True,
-                )  # fmt: skip
+                    copy.model, selector, copy.batch, self.timeout, shadow=True
+                )
         except Exception as error:
-            version = labels.asked_version(copy.model, None, self.label)
+            version = self._asked(copy.model, selector)
             self.metrics.shadow_duration.labels(labels.model(copy.model), version).observe(
                 time.perf_counter() - started
             )
             self._count(copy.model, version, "error", len(copy.keys))
-            logger.debug("shadow call to %s failed: %r", self.label, error)
+            logger.debug("shadow call to %s failed: %r", selector.describe(), error)
             return
         elapsed = time.perf_counter() - started
         version = labels.served_version(copy.model, result.version)
@@ -131,7 +167,8 @@ class ShadowRunner:
                         "prediction_id": copy.prediction_ids[index],
                         "model": copy.model,
                         "version": result.version,
-                        "label": self.label,
+                        # null when a rollout record named the version by number
+                        "label": selector.label,
                         "class": shadow_class,
                         "probabilities": result.probabilities[index].tolist(),
                         "served_version": copy.served_version,

@@ -6,7 +6,9 @@ by polling, and prints the URLs; `down` stops them in reverse order.
 
 Redis starts first when `redis-server` is installed (`make redis-bin`), and the gateway
 then records scored feedback there; without it the gateway falls back to its in-process
-record and says so. To add a service (Prometheus, the Pushgateway...), append a
+record and says so. The model server serves from `.run/models.config`, which the rollout
+controller (`python -m rollout`, started last) owns: it moves new versions through shadow
+and canary to stable. To add a service (Prometheus, the Pushgateway...), append a
 `Service` to `services()`;
 give it `required=False` and an `available` check so `up` skips it when its binary is
 missing.
@@ -49,6 +51,7 @@ class StackConfig:
     prometheus_port: int = 9090
     pushgateway_port: int = 9091
     redis_port: int = 6379
+    rollout_metrics_port: int = 9102
     timeout: float = 180.0
     # The gateway's prediction log (GATEWAY_LOG_DIR).
     log_dir: Path = REPO_ROOT / "prediction_log"
@@ -141,6 +144,33 @@ def redis_service(config: StackConfig) -> Service:
     )
 
 
+def rollout_env(config: StackConfig) -> dict[str, str]:
+    """The rollout controller's settings: it owns the model server's config file."""
+    env = {
+        "ROLLOUT_CONFIG_PATH": str(config.run_dir / "models.config"),
+        "ROLLOUT_MODEL_REPOSITORY": str(config.model_repository.resolve()),
+        "ROLLOUT_SERVING_TARGET": f"127.0.0.1:{config.grpc_port}",
+        "ROLLOUT_PROMETHEUS_URL": f"http://127.0.0.1:{config.prometheus_port}",
+        "ROLLOUT_AUDIT_LOG": str(config.run_dir / "rollout-audit.jsonl"),
+        "ROLLOUT_METRICS_HOST": "127.0.0.1",
+        "ROLLOUT_METRICS_PORT": str(config.rollout_metrics_port),
+    }
+    if redis_answers(config.redis_port):
+        env["ROLLOUT_REDIS_URL"] = f"redis://127.0.0.1:{config.redis_port}/0"
+    return env
+
+
+def write_model_config(config: StackConfig) -> None:
+    """The model server serves from the controller's config: write it before the server
+    starts (each model's newest version stable), or keep the one a previous run left."""
+    subprocess.run(
+        [PYTHON, "-m", "rollout", "init-config"],
+        env={**os.environ, **rollout_env(config)},
+        cwd=REPO_ROOT,
+        check=True,
+    )
+
+
 def gateway_env(config: StackConfig, redis: Service) -> dict[str, str]:
     """The gateway's settings; Redis when it runs, else the per-process fallback."""
     env = {
@@ -171,8 +201,10 @@ def services(config: StackConfig) -> list[Service]:
         f"--port={config.grpc_port}",
         f"--rest_api_port={config.rest_port}",
         "--bind_address=127.0.0.1",
-        f"--model_name={config.model_name}",
-        f"--model_base_path={(config.model_repository / config.model_name).resolve()}",
+        # The rollout controller's file: it moves labels and versions by rewriting it, and
+        # also asks for a reload at once (HandleReloadConfigRequest).
+        f"--model_config_file={config.run_dir / 'models.config'}",
+        "--model_config_file_poll_wait_seconds=2",
     ]
     if (serving_config / "batching.config").exists():
         model_server_args += [
@@ -209,6 +241,17 @@ def services(config: StackConfig) -> list[Service]:
             marker="-m gateway",
         ),
         *monitoring_services(config),
+        Service(
+            name="rollout",
+            args=[PYTHON, "-m", "rollout", "run"],
+            env=lambda: rollout_env(config),
+            ready=lambda: http_ok(f"http://127.0.0.1:{config.rollout_metrics_port}/healthz"),
+            urls=[
+                f"rollout controller  http://127.0.0.1:{config.rollout_metrics_port}/metrics  "
+                "(python -m rollout status)",
+            ],
+            marker="-m rollout",
+        ),
     ]
 
 
@@ -368,6 +411,8 @@ def up(config: StackConfig) -> int:
         if not service.available():
             print(f"  {service.name}: skipped (not installed)")
             continue
+        if service.name == "model-server":
+            write_model_config(config)
         process = start(config, service)
         if not wait_ready(config, service, process):
             print(f"--- {service.name} log ---\n{log_tail(config.run_dir / f'{service.name}.log')}")
@@ -424,6 +469,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--pushgateway-port", type=int, default=9091)
     parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--rollout-metrics-port", type=int, default=9102)
     parser.add_argument("--timeout", type=float, default=180.0, help="per-service readiness")
     parser.add_argument(
         "--log-dir",
@@ -442,6 +488,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, StackConfig]:
         prometheus_port=args.prometheus_port,
         pushgateway_port=args.pushgateway_port,
         redis_port=args.redis_port,
+        rollout_metrics_port=args.rollout_metrics_port,
         timeout=args.timeout,
         log_dir=args.log_dir.resolve(),
     )

@@ -109,6 +109,13 @@ def train(
         float | None, typer.Option(help="Dropout after dense layers (default per model).")
     ] = None,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
+    shuffle_labels: Annotated[
+        bool,
+        typer.Option(
+            help="Train on shuffled labels: a model that learned nothing, to rehearse a "
+            "rollback (needs --min-accuracy 0 --max-regression 1 to pass the gate)."
+        ),
+    ] = False,
     model_repository: Annotated[
         Path | None, typer.Option(help="Repository root [env MODEL_REPOSITORY].")
     ] = None,
@@ -167,6 +174,7 @@ def train(
         "augment": augment, "augment_strength": augment_strength,
         "printed_share": printed_share, "units": units, "dropout": dropout,
         "patience": patience, "min_accuracy": min_accuracy, "max_regression": max_regression,
+        "shuffle_labels": shuffle_labels,
     }  # fmt: skip
     try:
         merge_config_file(ctx, options, config_file)

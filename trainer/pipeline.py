@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
 import json
@@ -11,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trainer.config import Settings, get_settings
 from trainer.data import (
@@ -57,6 +60,9 @@ class TrainConfig:
     units: int | None = None
     dropout: float | None = None
     patience: int = 5
+    # Training labels permuted among the examples: a model that learned nothing, published
+    # (with the gate bypassed) to prove the rollout controller catches one in production.
+    shuffle_labels: bool = False
     distributed: bool = False
     worker_timeout: float = 120.0
     val_fraction: float = DEFAULT_VAL_FRACTION
@@ -228,6 +234,12 @@ def load_splits(config: TrainConfig) -> tuple[Mnist, Splits]:
         cache_dir=settings.keras_cache_dir,
     )
     splits = split_dataset(mnist, config.val_fraction, config.test_fraction, config.seed)
+    if config.shuffle_labels:
+        # Only the training labels: validation and test stay true, so the gate and the
+        # metadata report the (chance-level) accuracy honestly.
+        rng = np.random.default_rng(config.seed)
+        splits = dataclasses.replace(splits, y_train=rng.permutation(splits.y_train))
+        log.warning("training labels shuffled (--shuffle-labels): this model learns nothing")
     log.info("data %s (%d images): splits %s", mnist.source, mnist.size, splits.sizes())
     return mnist, splits
 
@@ -366,6 +378,7 @@ def finish_training(
             "checksum": mnist.checksum(),
             "images": mnist.size,
             "splits": splits.sizes(),
+            "shuffled_labels": config.shuffle_labels,
         },
         "metrics": summary["metrics"] | {"confusion_matrix": metrics["confusion_matrix"]},
         "training": {

@@ -3,6 +3,7 @@ directory, serving the fixture model, then scripts/demo.py through the gateway."
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,9 +17,15 @@ from tests.fixtures.processes import PYTHON, REPO_ROOT, free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, timeout: float = 240, env_from: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run PYTHON with `args`; `env_from`: a run directory whose rollout settings apply."""
+    env = None
+    if env_from is not None:
+        env = {**os.environ, "ROLLOUT_CONFIG_PATH": str(env_from / "models.config")}
     return subprocess.run(
-        [PYTHON, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [PYTHON, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -44,6 +51,7 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         f"--prometheus-port={free_port()}",
         f"--pushgateway-port={pushgateway_port}",
         f"--redis-port={free_port()}",
+        f"--rollout-metrics-port={free_port()}",
         f"--log-dir={tmp_path / 'prediction_log'}",
     ]
     gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -56,7 +64,13 @@ def test_up_demo_down(trained_repository: Path, tmp_path: Path) -> None:
         assert page.status_code == 200 and '<canvas id="pad"' in page.text
         pids = {p.stem: int(p.read_text()) for p in run_dir.glob("*.pid")}
         # Redis, Prometheus and the Pushgateway join when their binaries are installed.
-        assert {"model-server", "gateway"} <= set(pids)
+        assert {"model-server", "gateway", "rollout"} <= set(pids)
+        # The model server serves from the controller's config: the fixture's version 1
+        # is stable, and `rollout status` says so.
+        assert 'key: "stable"' in (run_dir / "models.config").read_text()
+        rollout = run("-m", "rollout", "status", env_from=run_dir)
+        assert rollout.returncode == 0, rollout.stdout + rollout.stderr
+        assert "stable      version 1" in rollout.stdout
         ready = httpx.get(f"{gateway_url}/readyz").json()
         if shutil.which("redis-server"):
             assert "redis" in pids and ready["feedback_dedup"] == "redis", ready

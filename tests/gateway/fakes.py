@@ -35,6 +35,8 @@ class FakeUpstream:
         self.error: Exception | None = None
         self.batches: list[np.ndarray] = []
         self.shadow_batches: list[np.ndarray] = []
+        # (selector, shadow) of every Predict, so tests see which version routing asked for.
+        self.predict_calls: list[tuple[VersionSelector | None, bool]] = []
         # Outputs of the reference_stats signature; None: the model has no such signature.
         self.reference: dict[str, np.ndarray] | None = None
 
@@ -55,6 +57,7 @@ class FakeUpstream:
         return version
 
     async def predict(self, model, selector, batch, timeout, shadow=False) -> PredictResult:
+        self.predict_calls.append((selector, shadow))
         version = self._version(selector)
         if shadow:
             self.shadow_batches.append(batch)

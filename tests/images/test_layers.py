@@ -1,6 +1,7 @@
 """What the images' layers hold, file by file, as a registry would receive them: no
-TensorFlow in the gateway, and none of this machine's pip settings or private CAs in any
-image (they reach the build as secrets, mounted for one step)."""
+TensorFlow in the gateway or the rollout controller, and none of this machine's pip
+settings or private CAs in any image (they reach the build as secrets, mounted for one
+step)."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def test_tensorflow_pattern_tells_an_install_from_proto_sources() -> None:
 
 
 @pytest.mark.images
-def test_gateway_image_holds_no_tensorflow(layers_of: Callable[[str], list[Path]]) -> None:
-    layers = layers_of("gateway")
+@pytest.mark.parametrize("name", ["gateway", "rollout"])
+def test_image_holds_no_tensorflow(name: str, layers_of: Callable[[str], list[Path]]) -> None:
+    layers = layers_of(name)
     assert sum(1 for _ in layer_members(layers)) > 1000, "the scan read almost nothing"
     assert tensorflow_paths(layers) == []
 

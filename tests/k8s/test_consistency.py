@@ -137,13 +137,23 @@ def ingress_sources(objects: list[Manifest], app: str, port: int) -> list[dict]:
     return peers
 
 
-def test_only_the_gateway_reaches_tf_serving_grpc(objects: list[Manifest]) -> None:
+@pytest.mark.parametrize(("app", "port"), [("tf-serving", 8500), ("redis", 6379)])
+def test_only_the_gateway_and_the_rollout_controller_reach(
+    objects: list[Manifest], app: str, port: int
+) -> None:
+    """TF Serving's gRPC port (predictions; config reloads) and Redis (feedback ids;
+    rollout records): the gateway and the controller, nothing else."""
     assert one(objects, "NetworkPolicy", "default-deny-ingress")["spec"]["podSelector"] == {}
-    peers = ingress_sources(objects, "tf-serving", 8500)
-    assert peers == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+    peers = ingress_sources(objects, app, port)
+    assert peers == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+        for name in ("gateway", "rollout-controller")
+    ]
 
 
-@pytest.mark.parametrize(("app", "port"), [("tf-serving", 8501), ("pushgateway", 9091)])
+@pytest.mark.parametrize(
+    ("app", "port"), [("tf-serving", 8501), ("pushgateway", 9091), ("rollout-controller", 9102)]
+)
 def test_only_prometheus_reaches_metrics_ports(
     objects: list[Manifest], app: str, port: int
 ) -> None:
@@ -251,14 +261,27 @@ def test_trainer_exports_to_the_mount_with_the_quality_gate_and_pushes_metrics(
 # --- TF Serving configuration -----------------------------------------------------------------
 
 
+# The model config's ConfigMap: owned by the rollout controller, never rendered.
+MODELS_CONFIGMAP = "tf-serving-models"
+MODELS_KEY = "models.config"
+
+
 def tf_serving_config(objects: list[Manifest]) -> dict[str, str]:
     return one(objects, "ConfigMap", "tf-serving-config")["data"]
 
 
-def test_tf_serving_config_is_generated_from_serving_config(objects: list[Manifest]) -> None:
-    """One source of truth: the ConfigMap holds serving/config/'s files byte for byte."""
-    data = tf_serving_config(objects)
-    assert data, "tf-serving-config is empty"
+def models_seed(objects: list[Manifest]) -> Manifest:
+    """The generated seed of the controller's model config."""
+    return one(objects, "ConfigMap", f"{MODELS_CONFIGMAP}-seed")
+
+
+@pytest.mark.parametrize("name", ["tf-serving-config", f"{MODELS_CONFIGMAP}-seed"])
+def test_tf_serving_config_is_generated_from_serving_config(
+    objects: list[Manifest], name: str
+) -> None:
+    """One source of truth: the ConfigMaps hold serving/config/'s files byte for byte."""
+    data = one(objects, "ConfigMap", name)["data"]
+    assert data, f"{name} is empty"
     for key, value in data.items():
         assert value == (SERVING_CONFIG / key).read_text(), f"{key} differs from serving/config"
 
@@ -295,10 +318,15 @@ def test_tf_serving_flags_point_at_mounted_files_and_exposed_ports(objects: list
     mounts = tf_serving_mounts(objects)
     config_map = one(objects, "ConfigMap", "tf-serving-config")["metadata"]["name"]
     for name, value in flags.items():
-        if name.endswith("_file"):
+        if name.endswith("_file") and name != "model_config_file":
             directory, _, key = value.rpartition("/")
             assert mounts.get(directory) == config_map, f"--{name}={value} is not mounted"
             assert key in tf_serving_config(objects), f"--{name}: no {key} in the ConfigMap"
+    # The model config is the controller's ConfigMap, under the seed's key.
+    directory, _, key = flags["model_config_file"].rpartition("/")
+    assert mounts.get(directory) == MODELS_CONFIGMAP
+    assert key == MODELS_KEY and key in models_seed(objects)["data"]
+    assert int(flags["model_config_file_poll_wait_seconds"]) > 0, "edits would never apply"
     pod = pod_template(one(objects, "Deployment", "tf-serving"))
     ports = container_ports(pod)
     assert ports["grpc"] == int(flags.get("port", 8500))
@@ -307,7 +335,7 @@ def test_tf_serving_flags_point_at_mounted_files_and_exposed_ports(objects: list
 
 def served_models(objects: list[Manifest]) -> dict[str, str]:
     """name -> base_path of every model in models.config (TF Serving's text format)."""
-    text = tf_serving_config(objects)["models.config"]
+    text = models_seed(objects)["data"][MODELS_KEY]
     text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     models = {}
     # Each `config {` entry starts a model; its name and base_path come before the next.

@@ -33,6 +33,9 @@ images:
   - name: registry.example.com/mnist-serving/trainer
     newName: {registry}/trainer
     newTag: 0.1.0
+  - name: registry.example.com/mnist-serving/rollout
+    newName: {registry}/rollout
+    newTag: 0.1.0
 patches:
   - target:
       kind: PersistentVolumeClaim
@@ -63,7 +66,7 @@ def test_recipe_points_every_own_image_at_the_registry(my_cluster: list[Manifest
         for container in containers(pod_template(workload)["spec"])
     }
     assert not any("registry.example.com" in image for image in images), images
-    assert {f"{REGISTRY}/gateway:0.1.0", f"{REGISTRY}/trainer:0.1.0"} <= images
+    assert {f"{REGISTRY}/{name}:0.1.0" for name in ("gateway", "trainer", "rollout")} <= images
     assert "tensorflow/serving:2.21.0-gpu" in images
 
 

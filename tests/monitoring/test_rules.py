@@ -98,7 +98,7 @@ def test_render_rejects_a_job_the_config_does_not_have() -> None:
 def test_scrape_jobs_keep_the_names_and_paths_kubernetes_reuses() -> None:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"gateway", "model-server", "pushgateway"}
+    assert set(jobs) == {"gateway", "model-server", "pushgateway", "rollout"}
     assert jobs["gateway"].get("metrics_path", "/metrics") == "/metrics"
     assert jobs["model-server"]["metrics_path"] == "/monitoring/prometheus/metrics"
     # Without honor_labels the trainer's job="trainer" would become job="pushgateway".

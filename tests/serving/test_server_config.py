@@ -22,12 +22,13 @@ ARGS_FILE = SERVING_CONFIG_DIR / "tensorflow_model_server.args"
 
 
 def test_shipped_models_config_parses_with_tf_servings_proto():
+    """The seed of the rollout controller's config: the versions it names, nothing else."""
     config = read_model_config_file(SERVING_CONFIG_DIR / "models.config")
     (model,) = config.model_config_list.config
     assert model.name == "mnist"
     assert model.base_path == "/models/mnist"
-    assert model.model_version_policy.latest.num_versions == 2
-    assert dict(model.version_labels) == {"stable": 1, "canary": 2}
+    assert list(model.model_version_policy.specific.versions) == [1]
+    assert dict(model.version_labels) == {"stable": 1}
 
 
 def test_shipped_batching_and_monitoring_configs_parse():

@@ -269,8 +269,15 @@ def finetune(
     ] = Path("prediction_log"),
     from_version: Annotated[
         str,
-        typer.Option(help="The version to start from: a number, or 'latest' (the highest)."),
+        typer.Option(
+            help="The version to start from: a number, 'latest' (the highest), or a version "
+            "label of --model-config such as 'stable' (the version users are served)."
+        ),
     ] = "latest",
+    model_config: Annotated[
+        Path | None,
+        typer.Option(help="The model server's config (TF Serving text format), for labels."),
+    ] = None,
     model_repository: Annotated[
         Path | None, typer.Option(help="Repository root [env MODEL_REPOSITORY].")
     ] = None,
@@ -307,7 +314,8 @@ def finetune(
 
     try:
         config = FinetuneConfig(
-            log_dir=log_dir, from_version=from_version, model_repository=model_repository,
+            log_dir=log_dir, from_version=from_version, model_config=model_config,
+            model_repository=model_repository,
             model_name=model_name, min_records=min_records, holdout=holdout, epochs=epochs,
             batch_size=batch_size, learning_rate=learning_rate, replay=replay, seed=seed,
             dataset=dataset, data_path=data_path, min_accuracy=min_accuracy,

@@ -63,7 +63,11 @@ class FinetuneConfig:
     """What one fine-tuning run needs; the CLI and the tests build one."""
 
     log_dir: Path
-    from_version: str = LATEST  # a version number, or "latest"
+    # A version number, "latest", or a version label (e.g. "stable") read from the model
+    # server's config file, `model_config` (the rollout controller's, in Kubernetes the
+    # ConfigMap tf-serving-models): the version users are served, not the newest export.
+    from_version: str = LATEST
+    model_config: Path | None = None
     model_repository: Path | None = None
     model_name: str | None = None
     min_records: int = 200
@@ -85,9 +89,12 @@ class FinetuneConfig:
         self.model_name = self.model_name or self.settings.model_name
         self.dataset = DatasetSource(self.dataset)
         problems = []
-        if self.from_version != LATEST and not str(self.from_version).isdigit():
-            problems.append(f"--from-version must be a version number or 'latest', got "
-                            f"{self.from_version!r}")  # fmt: skip
+        is_label = self.from_version != LATEST and not str(self.from_version).isdigit()
+        if is_label and self.model_config is None:
+            problems.append(
+                f"--from-version {self.from_version!r} is a version label: give the model "
+                "server's config with --model-config (or a number, or 'latest')"
+            )
         if self.min_records < 1:
             problems.append(f"--min-records must be >= 1, got {self.min_records}")
         if not 0 < self.holdout < 1:
@@ -126,12 +133,38 @@ class FinetuneResult:
     message: str = ""
 
 
-def resolve_parent(model_dir: Path, from_version: str) -> VersionInfo:
-    """The version to start from: a number, or `latest` (the highest published)."""
+def label_version(model_config: Path, model_name: str, label: str) -> int:
+    """The version `label` names for `model_name` in a TF Serving model config file."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    try:
+        config = text_format.Parse(
+            model_config.read_text(), model_server_config_pb2.ModelServerConfig()
+        )
+    except (OSError, text_format.ParseError) as error:
+        raise ParentModelError(f"cannot read the model config {model_config}: {error}") from None
+    for entry in config.model_config_list.config:
+        if entry.name == model_name and label in entry.version_labels:
+            return entry.version_labels[label]
+    raise ParentModelError(f"{model_config} gives {model_name} no version label {label!r}")
+
+
+def resolve_parent(
+    model_dir: Path, from_version: str, model_config: Path | None = None
+) -> VersionInfo:
+    """The version to start from: a number, `latest` (the highest published), or a label
+    of the model config (`stable`)."""
     versions = list_versions(model_dir)
     if not versions:
         raise ParentModelError(f"{model_dir} has no published version to fine-tune")
-    version = versions[-1] if from_version == LATEST else int(from_version)
+    if from_version == LATEST:
+        version = versions[-1]
+    elif str(from_version).isdigit():
+        version = int(from_version)
+    else:
+        assert model_config is not None  # FinetuneConfig checks it
+        version = label_version(model_config, model_dir.name, from_version)
     if version not in versions:
         raise ParentModelError(
             f"version {version} is not published under {model_dir} (versions: {versions})"
@@ -199,7 +232,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     started = time.perf_counter()
     created = dt.datetime.now(dt.UTC)
     model_dir = config.model_repository / config.model_name
-    parent = resolve_parent(model_dir, config.from_version)
+    parent = resolve_parent(model_dir, config.from_version, config.model_config)
     result = FinetuneResult(parent_version=parent.version)
 
     if not config.log_dir.is_dir():

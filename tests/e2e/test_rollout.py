@@ -323,10 +323,11 @@ def test_a_finetuned_version_is_promoted_and_a_killed_controller_resumes(stack) 
         wait_until(lambda: len(traffic.snapshot()) >= 700, 120, message="labelled traffic")
     finetune = subprocess.run(
         [
-            PYTHON, "-m", "trainer", "finetune", f"--from-version={parent}",
+            PYTHON, "-m", "trainer", "finetune", "--from-version=stable",
+            f"--model-config={stack.run_dir / 'models.config'}",
             f"--log-dir={stack.log_dir}", f"--model-repository={stack.repository}",
             f"--model-name={MODEL}", "--dataset=offline", "--min-accuracy=0",
-            "--max-regression=0.05", "--no-push-metrics",
+            "--max-regression=0.05",
         ],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -312,7 +312,8 @@ def test_finetune_cronjob_never_overlaps_and_reads_the_prediction_log(
     (container,) = containers(pod["spec"])
     assert container["args"] == [
         "finetune",
-        "--from-version=latest",
+        "--from-version=stable",
+        "--model-config=/etc/tfserving-models/models.config",
         "--log-dir=/prediction-log",
         f"--model-repository={MOUNT}",
     ]
@@ -333,6 +334,9 @@ def test_finetune_cronjob_never_overlaps_and_reads_the_prediction_log(
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert claim == gateway_volume["persistentVolumeClaim"]["claimName"]
     assert one(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
+    # It starts from the version users are served: the controller's `stable` label.
+    mount, volume = mount_of(pod, container, "/etc/tfserving-models")
+    assert volume["configMap"]["name"] == "tf-serving-models" and mount["readOnly"] is True
 
 
 def test_finetune_cli_accepts_the_manifest_command_line(

@@ -19,3 +19,8 @@ $(ROLLOUT_PROTO_OUT): $(ROLLOUT_PROTOS) | $(STAMP)
 
 rollout-status: install ## Each model's versions, rollout stage, traffic share and last decision
 	ROLLOUT_CONFIG_PATH=$(RUN_DIR)/models.config $(PY) -m rollout status
+
+.PHONY: bench-rollout
+
+bench-rollout: install ## The rollout loop end to end: a bad version rolled back, a fine-tuned one promoted (table)
+	$(PY) benchmarks/bench_rollout.py $(BENCH_ARGS)

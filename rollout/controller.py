@@ -146,60 +146,55 @@ class Controller:
 
     def promote(self, model: str, version: int) -> dict:
         """Make the candidate `version` stable now, skipping its remaining stages."""
-        with self.action_lock():
-            config, states, text = self._read()
-            state = self._state_of(states, model)
-            self._honour_rollbacks(state)
-            if state.candidate != version:
-                raise UnsafeActionError(
-                    f"{model} version {version} is not the candidate in progress "
-                    f"(candidate: {state.candidate}); only the candidate can be promoted"
-                )
+
+        def act(state: ModelState) -> dict:
             status = self.serving.version_states(model).get(version)
             if status is None or status.state != "AVAILABLE":
                 raise UnsafeActionError(
                     f"{model} version {version} is not AVAILABLE on the model server "
                     f"({status.state if status else 'unknown'}): it cannot take all traffic"
                 )
-            entry = self._promote(state, {"manual": True})
-            self._write(config, states, text)
-            self._publish(states)
-            return entry
+            return self._promote(state, {"manual": True})
+
+        return self._act_on_candidate(model, version, act)
 
     def rollback(self, model: str, version: int) -> dict:
         """Take the candidate `version` out now. Never waits on evidence or on the model
         server: the record goes first, and a failing config write leaves it out anyway."""
-        with self.action_lock():
-            config, states, text = self._read()
-            state = self._state_of(states, model)
-            self._honour_rollbacks(state)
-            if state.candidate != version:
-                raise UnsafeActionError(
-                    f"{model} version {version} is not the candidate in progress "
-                    f"(candidate: {state.candidate}, stable: {state.stable}); to replace "
-                    "stable, publish a new version"
-                )
-            entry = self._rollback(state, "rolled back by hand", None, {"manual": True})
-            self._write(config, states, text)
-            self._publish(states)
-            return entry
+        return self._act_on_candidate(
+            model,
+            version,
+            lambda state: self._rollback(state, "rolled back by hand", None, {"manual": True}),
+        )
 
     def pause(self, model: str, version: int, paused: bool = True) -> dict:
         """Freeze (or resume) the candidate where it is: shares stay, nothing advances."""
-        with self.action_lock():
-            config, states, text = self._read()
-            state = self._state_of(states, model)
-            self._honour_rollbacks(state)
-            if state.candidate != version:
-                raise UnsafeActionError(
-                    f"{model} version {version} is not the candidate in progress "
-                    f"(candidate: {state.candidate})"
-                )
+
+        def act(state: ModelState) -> dict:
             state.paused = paused
             if not paused:
                 # The window restarts: evidence from the pause does not count towards it.
                 state.stage_started = self.clock()
-            entry = self._decide(state, "pause" if paused else "resume", "by hand", manual=True)
+            return self._decide(state, "pause" if paused else "resume", "by hand", manual=True)
+
+        return self._act_on_candidate(model, version, act)
+
+    def _act_on_candidate(
+        self, model: str, version: int, act: Callable[[ModelState], dict]
+    ) -> dict:
+        """Under the lock: refuse unless `version` is the candidate in progress, `act` on
+        its state, write the config and publish the record, as a pass would."""
+        with self.action_lock():
+            config, states, text = self._read()
+            state = self._state_of(states, model)
+            self._honour_rollbacks(state)
+            if state.candidate != version:
+                raise UnsafeActionError(
+                    f"{model} version {version} is not the candidate in progress (candidate: "
+                    f"{state.candidate}, stable: {state.stable}); only a candidate is promoted, "
+                    "rolled back or paused by hand: to replace stable, publish a new version"
+                )
+            entry = act(state)
             self._write(config, states, text)
             self._publish(states)
             return entry

@@ -280,18 +280,7 @@ class LeaseLeaderElector:
                 return False  # another live holder
             transitions = (spec.lease_transitions or 0) + (1 if holder else 0)
             body_spec = self._spec(now, micro_time(now), transitions)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version,
-                "labels": lease.metadata.labels,
-                "annotations": lease.metadata.annotations,
-            },
-            "spec": body_spec,
-        }
+        body = self._replacement(lease, body_spec)
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, body)
         except ApiException as error:
@@ -305,6 +294,21 @@ class LeaseLeaderElector:
             logger.info("leader election: %s acquired Lease %s", self.identity, self.name)
         self._renewed_at = started
         return True
+
+    def _replacement(self, lease: Any, spec: Any) -> dict[str, Any]:
+        """A PUT body for the Lease with `spec`, preconditioned on the version read."""
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version,
+                "labels": lease.metadata.labels,
+                "annotations": lease.metadata.annotations,
+            },
+            "spec": spec,
+        }
 
     def _create(self, now: float, started: float) -> bool:
         body = {
@@ -346,25 +350,15 @@ class LeaseLeaderElector:
         spec = lease.spec or client.V1LeaseSpec()
         if spec.holder_identity != self.identity:
             return
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version,
-                "labels": lease.metadata.labels,
-                "annotations": lease.metadata.annotations,
-            },
-            # client-go's release: no holder, so the next contender takes it at once.
-            "spec": {
-                "holderIdentity": None,
-                "leaseDurationSeconds": spec.lease_duration_seconds,
-                "acquireTime": None,
-                "renewTime": micro_time(self._clock()),
-                "leaseTransitions": spec.lease_transitions or 0,
-            },
+        # client-go's release: no holder, so the next contender takes it at once.
+        released = {
+            "holderIdentity": None,
+            "leaseDurationSeconds": spec.lease_duration_seconds,
+            "acquireTime": None,
+            "renewTime": micro_time(self._clock()),
+            "leaseTransitions": spec.lease_transitions or 0,
         }
+        body = self._replacement(lease, released)
         try:
             self.api.replace_namespaced_lease(self.name, self.namespace, body)
         except Exception as error:  # a conflict means someone else holds it now: fine

@@ -46,7 +46,6 @@ from trainer.data import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VAL_FRACTION,
     DatasetSource,
-    load_mnist,
     scale_pixels,
     split_dataset,
 )
@@ -269,15 +268,10 @@ def run_finetune(config: FinetuneConfig) -> FinetuneResult:
     model = load_parent_model(parent)
     architecture = parent.metadata.get("architecture", model.name)
     hyper = parent.metadata.get("hyperparameters", {})
+    from trainer.pipeline import load_configured_mnist
+
     settings = config.settings
-    mnist = load_mnist(
-        config.dataset,
-        config.data_path,
-        url=settings.mnist_url,
-        sha256=settings.mnist_sha256,
-        timeout=settings.download_timeout_seconds,
-        cache_dir=settings.keras_cache_dir,
-    )
+    mnist = load_configured_mnist(config.dataset, config.data_path, settings)
     # The parent's own split, so its test digits stay unseen and the replay comes only
     # from what it trained on.
     splits = split_dataset(
@@ -397,8 +391,7 @@ def _fit(config: FinetuneConfig, model: Any, train: Any, splits: Any) -> tuple[A
 def _export(config, parent, model, mnist, splits, metrics, upload, history, finetune, created,
             seconds):  # fmt: skip
     """Publish through the usual export path, with the parent's metadata and provenance."""
-    from trainer.export import export_model
-    from trainer.pipeline import compute_reference_stats, git_revision
+    from trainer.pipeline import build_provenance, publish_version
 
     settings = config.settings
     metadata = {
@@ -421,18 +414,10 @@ def _export(config, parent, model, mnist, splits, metrics, upload, history, fine
         },
         "parent_version": parent.version,
         "finetune": finetune,
-        "signatures": ["serving_default", "predict_images", "reference_stats"],
-        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "git_revision": settings.git_revision or git_revision(),
+        **build_provenance(created, settings),
     }
-    reference = compute_reference_stats(model, splits.x_val)
-    version_dir = export_model(
-        model,
-        config.model_repository,
-        config.model_name,
-        metadata,
-        splits.x_test[:8],
-        reference=reference,
+    version_dir = publish_version(
+        model, config.model_repository, config.model_name, metadata, splits
     )
     version = int(version_dir.name)
     if config.push_metrics and settings.pushgateway_url:

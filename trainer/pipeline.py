@@ -163,6 +163,28 @@ def git_revision() -> str | None:
     return revision or None
 
 
+def build_provenance(created: dt.datetime, settings: Settings) -> dict[str, Any]:
+    """The metadata fields every export carries about itself: signatures, time, revision."""
+    return {
+        "signatures": ["serving_default", "predict_images", "reference_stats"],
+        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "git_revision": settings.git_revision or git_revision(),
+    }
+
+
+def publish_version(
+    model: Any, repository: Path, model_name: str, metadata: dict[str, Any], splits: Splits
+) -> Path:
+    """Export `model` as the next version: its reference statistics from the validation
+    split, warmup requests from the test split. Returns the version directory."""
+    from trainer.export import export_model
+
+    reference = compute_reference_stats(model, splits.x_val)
+    return export_model(
+        model, repository, model_name, metadata, splits.x_test[:8], reference=reference
+    )
+
+
 def compute_reference_stats(model: Any, images: Any) -> dict[str, Any]:
     """Reference statistics of held-out `images` (uint8) as the model sees them."""
     from trainer.data import scale_pixels
@@ -222,17 +244,24 @@ def run_training(config: TrainConfig) -> TrainResult:
             watchdog.stop()
 
 
-def load_splits(config: TrainConfig) -> tuple[Mnist, Splits]:
-    """The job's MNIST and its seeded train/validation/test split."""
-    settings = config.settings
-    mnist = load_mnist(
-        config.dataset,
-        config.data_path,
+def load_configured_mnist(
+    dataset: DatasetSource, data_path: Path | None, settings: Settings
+) -> Mnist:
+    """MNIST from `dataset`, with the download URL, checksum, timeout and cache of the
+    trainer's settings."""
+    return load_mnist(
+        dataset,
+        data_path,
         url=settings.mnist_url,
         sha256=settings.mnist_sha256,
         timeout=settings.download_timeout_seconds,
         cache_dir=settings.keras_cache_dir,
     )
+
+
+def load_splits(config: TrainConfig) -> tuple[Mnist, Splits]:
+    """The job's MNIST and its seeded train/validation/test split."""
+    mnist = load_configured_mnist(config.dataset, config.data_path, config.settings)
     splits = split_dataset(mnist, config.val_fraction, config.test_fraction, config.seed)
     if config.shuffle_labels:
         # Only the training labels: validation and test stay true, so the gate and the
@@ -330,7 +359,6 @@ def finish_training(
         save_confusion_matrix_png,
         save_learning_curves_png,
     )
-    from trainer.export import export_model
 
     settings = config.settings
     run_dir = (
@@ -388,18 +416,10 @@ def finish_training(
             "workers": workers,
             "global_batch_size": config.batch_size * workers,
         },
-        "signatures": ["serving_default", "predict_images", "reference_stats"],
-        "created_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "git_revision": settings.git_revision or git_revision(),
+        **build_provenance(started, settings),
     }
-    reference = compute_reference_stats(model, splits.x_val)
-    version_dir = export_model(
-        model,
-        config.model_repository,
-        config.model_name,
-        metadata,
-        splits.x_test[:8],
-        reference=reference,
+    version_dir = publish_version(
+        model, config.model_repository, config.model_name, metadata, splits
     )
     version = int(version_dir.name)
     log.info("exported %s version %d to %s", config.model_name, version, version_dir)

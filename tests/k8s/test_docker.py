@@ -139,6 +139,17 @@ def test_trainer_image_runs_the_trainer_as_non_root() -> None:
     assert dict(only_stage)["ENTRYPOINT"] == '["python", "-m", "trainer"]'
 
 
+def protoc_step(dockerfile: Path) -> tuple[str | None, str | None]:
+    """The builder stage's WORKDIR and its RUN line that calls grpc_tools.protoc."""
+    workdir = None
+    for keyword, rest in stages(dockerfile)[0]:
+        if keyword == "WORKDIR":
+            workdir = rest
+        if keyword == "RUN" and "grpc_tools.protoc" in rest:
+            return workdir, rest
+    return workdir, None
+
+
 def test_gateway_builder_compiles_the_descriptor_set_the_gateway_loads(tmp_path: Path) -> None:
     """Run the builder stage's protoc step (grpcio-tools from this venv) on gateway/protos."""
     pytest.importorskip("grpc_tools")
@@ -146,14 +157,7 @@ def test_gateway_builder_compiles_the_descriptor_set_the_gateway_loads(tmp_path:
 
     from gateway import tfs_protos
 
-    builder = stages(DOCKER_DIR / "gateway.Dockerfile")[0]
-    workdir, command = None, None
-    for keyword, rest in builder:
-        if keyword == "WORKDIR":
-            workdir = rest
-        if keyword == "RUN" and "grpc_tools.protoc" in rest:
-            command = rest
-            break
+    workdir, command = protoc_step(DOCKER_DIR / "gateway.Dockerfile")
     assert workdir == "/src/gateway/protos" and command
     sandbox = tmp_path / "gateway"
     shutil.copytree(REPO_ROOT / "gateway" / "protos", sandbox / "protos")
@@ -191,14 +195,7 @@ def test_rollout_builder_compiles_the_descriptor_set_the_controller_loads(tmp_pa
     }
     if not protos.is_dir() or not named:
         pytest.skip("rollout/protos or the module that loads its descriptor set is not here yet")
-    builder = stages(DOCKER_DIR / "rollout.Dockerfile")[0]
-    workdir, command = None, None
-    for keyword, rest in builder:
-        if keyword == "WORKDIR":
-            workdir = rest
-        if keyword == "RUN" and "grpc_tools.protoc" in rest:
-            command = rest
-            break
+    workdir, command = protoc_step(DOCKER_DIR / "rollout.Dockerfile")
     assert workdir == "/src/rollout/protos" and command
     sandbox = tmp_path / "rollout"
     shutil.copytree(protos, sandbox / "protos")

@@ -167,6 +167,18 @@ def world(tmp_path: Path):
     return w
 
 
+def _in_shadow(world) -> Controller:
+    """Version 1 stable, version 2 published, loaded and in its shadow stage."""
+    world.publish(1)
+    world.serving.available.update({1, 2})
+    controller = world.controller()
+    controller.bootstrap()
+    world.publish(2)
+    controller.tick()
+    assert world.state().stage == "shadow"
+    return controller
+
+
 def test_a_good_candidate_walks_shadow_canary_steps_to_stable(world) -> None:
     world.publish(1)
     controller = world.controller()
@@ -207,14 +219,7 @@ def test_a_good_candidate_walks_shadow_canary_steps_to_stable(world) -> None:
 
 
 def test_a_failing_candidate_loses_its_traffic_before_anything_else_happens(world) -> None:
-    world.publish(1)
-    world.serving.available.update({1, 2})
-    controller = world.controller()
-    controller.bootstrap()
-    world.publish(2)
-    controller.tick()
-    controller.tick()
-    assert world.state().stage == "shadow"
+    controller = _in_shadow(world)
     world.serving.events.clear()
 
     evidence(world.prometheus, 2, 1, accuracy=0.1)
@@ -238,13 +243,7 @@ def test_a_failing_candidate_loses_its_traffic_before_anything_else_happens(worl
 
 
 def test_a_restarted_controller_resumes_the_stage_and_still_analyses(world) -> None:
-    world.publish(1)
-    world.serving.available.update({1, 2})
-    world.controller().bootstrap()
-    world.publish(2)
-    first = world.controller()
-    for _ in range(2):
-        first.tick()
+    first = _in_shadow(world)
     evidence(world.prometheus, 2, 1, accuracy=0.95)
     world.clock.now += 21
     first.tick()
@@ -279,13 +278,7 @@ def test_a_version_the_server_cannot_load_is_rolled_back(world) -> None:
 
 
 def test_a_newer_export_supersedes_the_candidate(world) -> None:
-    world.publish(1)
-    world.serving.available.update({1, 2})
-    controller = world.controller()
-    controller.bootstrap()
-    world.publish(2)
-    controller.tick()
-    assert world.state().stage == "shadow"
+    controller = _in_shadow(world)
     world.publish(3)
     controller.tick()
     state = world.state()
@@ -370,17 +363,6 @@ class FailingStore:
         if self.failing:
             raise ModelConfigError("disk full")
         self.inner.write_text(text)
-
-
-def _in_shadow(world) -> Controller:
-    world.publish(1)
-    world.serving.available.update({1, 2})
-    controller = world.controller()
-    controller.bootstrap()
-    world.publish(2)
-    controller.tick()
-    assert world.state().stage == "shadow"
-    return controller
 
 
 def test_a_rollback_whose_config_write_fails_is_not_undone(world) -> None:

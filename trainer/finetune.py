@@ -426,5 +426,6 @@ def _export(config, parent, model, mnist, splits, metrics, upload, history, fine
         push_training_metrics(
             settings.pushgateway_url, config.model_name, version, metrics["accuracy"],
             metrics["loss"], seconds, timeout=settings.pushgateway_timeout_seconds,
+            upload=upload,
         )  # fmt: skip
     return version_dir

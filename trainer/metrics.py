@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 JOB_NAME = "trainer"
+UPLOAD_ACCURACY = "trainer_eval_upload_accuracy"
+# The parts of the upload-like set (trainer.upload_eval), as the `set` label's values,
+# and the keys of their accuracy in the trainer's `metrics.upload` report.
+UPLOAD_SETS = {"printed": "printed_accuracy", "handwriting": "handwriting_accuracy"}
+
+
+def upload_accuracies(upload: Mapping[str, Any] | None) -> dict[str, float]:
+    """`set` label -> accuracy, from a version's `metrics.upload` (parts it lacks left out)."""
+    upload = upload or {}
+    return {name: float(upload[key]) for name, key in UPLOAD_SETS.items() if key in upload}
 
 
 def push_training_metrics(
@@ -18,8 +30,14 @@ def push_training_metrics(
     loss: float,
     duration_seconds: float,
     timeout: float = 5.0,
+    upload: Mapping[str, Any] | None = None,
 ) -> bool:
     """Push `trainer_eval_*` and `trainer_train_duration_seconds` for one exported version.
+
+    `upload` is the version's upload-like report (`metrics.upload` in its metadata): its
+    printed and handwriting accuracy become `trainer_eval_upload_accuracy{set=...}`, so
+    a dashboard shows what MNIST accuracy hides (a model can score 0.97 there and misread
+    one upload in six). Without it, or for a part it lacks, that series is not pushed.
 
     Uses a private CollectorRegistry so nothing else in the process leaks into the push.
     The group is keyed by model and version: each version keeps its own offline figures on
@@ -44,6 +62,17 @@ def push_training_metrics(
         Gauge(name, description, labels, registry=registry).labels(model_name, str(version)).set(
             value
         )
+    by_set = upload_accuracies(upload)
+    if by_set:
+        gauge = Gauge(
+            UPLOAD_ACCURACY,
+            "Accuracy of the exported version on the upload-like set, per part "
+            "(printed digits in evaluation-only fonts; independent handwriting).",
+            (*labels, "set"),
+            registry=registry,
+        )
+        for name, value in by_set.items():
+            gauge.labels(model_name, str(version), name).set(value)
     try:
         push_to_gateway(
             gateway_url,
@@ -65,8 +94,9 @@ def push_recorded_metrics(gateway_url: str, repository: Path, timeout: float = 5
     """Push the figures recorded in each published version's metadata.json; return the count.
 
     Versions trained while no Pushgateway was running (the first `make demo`, a laptop
-    run) still get their offline accuracy into Prometheus this way. Versions whose
-    metadata lacks accuracy or loss are skipped.
+    run) still get their offline accuracy into Prometheus this way, upload-like accuracy
+    included where the metadata records it. Versions whose metadata lacks accuracy or loss
+    are skipped.
     """
     from trainer.repository import describe_repository
 
@@ -85,5 +115,6 @@ def push_recorded_metrics(gateway_url: str, repository: Path, timeout: float = 5
                 float(metrics["loss"]),
                 float(duration),
                 timeout=timeout,
+                upload=metrics.get("upload"),
             )
     return pushed

@@ -435,6 +435,7 @@ def finish_training(
             metrics["loss"],
             train_seconds,
             timeout=settings.pushgateway_timeout_seconds,
+            upload=upload,
         )
     return TrainResult(
         version_dir, version, metrics | {"upload": upload}, run_dir, train_seconds, history

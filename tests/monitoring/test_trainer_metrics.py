@@ -72,3 +72,28 @@ def test_offline_accuracy_of_an_older_version_survives_the_next_push(
     )
     by_version = {s["metric"]["version"]: float(s["value"][1]) for s in recorded}
     assert by_version == pytest.approx({"1": 0.91, "2": 0.95})
+
+
+def test_upload_like_accuracy_reaches_prometheus_per_set(
+    pushgateway, prometheus: Prometheus
+) -> None:
+    """The printed and handwriting figures arrive as one series each, and are recorded."""
+    from trainer.metrics import push_training_metrics
+
+    upload = {"printed_accuracy": 0.95, "handwriting_accuracy": 0.875}
+    assert push_training_metrics(pushgateway.url, "uploadtest", 1, 0.97, 0.1, 9.0, upload=upload)
+
+    def by_set(result: list) -> dict[str, float]:
+        return {s["metric"]["set"]: float(s["value"][1]) for s in result}
+
+    pushed = prometheus.wait_for(
+        'trainer_eval_upload_accuracy{job="trainer",model="uploadtest",version="1"}',
+        lambda result: len(result) == 2,
+        timeout=30,
+    )
+    assert by_set(pushed) == pytest.approx({"printed": 0.95, "handwriting": 0.875})
+    recorded = prometheus.wait_for(
+        'model_version_set:trainer_eval_upload_accuracy:max{model="uploadtest",version="1"}',
+        lambda result: len(result) == 2,
+    )
+    assert by_set(recorded) == pytest.approx({"printed": 0.95, "handwriting": 0.875})

@@ -107,3 +107,14 @@ def test_train_command_exports_pushes_and_logs(
     assert accuracy.value == pytest.approx(metadata["metrics"]["accuracy"])
     assert samples["trainer_eval_loss"].value == pytest.approx(metadata["metrics"]["loss"])
     assert samples["trainer_train_duration_seconds"].value > 0
+    upload = {
+        sample.labels["set"]: sample.value
+        for family in text_string_to_metric_families(exposed)
+        for sample in family.samples
+        if sample.name == "trainer_eval_upload_accuracy" and sample.labels["model"] == "clitest"
+    }
+    recorded = metadata["metrics"]["upload"]
+    assert upload == {
+        "printed": pytest.approx(recorded["printed_accuracy"]),
+        "handwriting": pytest.approx(recorded["handwriting_accuracy"]),
+    }

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from gateway.prediction_log import LogFiles, encode_record
 from tests.fixtures.repository import MODEL_NAME, export_version
 from trainer.cli import app
+from trainer.config import get_settings
 from trainer.errors import EXIT_FAILURE, EXIT_QUALITY_GATE
 from trainer.export import KERAS_MODEL_PATH
 from trainer.finetune import is_held_out
@@ -92,13 +93,23 @@ def repository(parent_repository: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finetuned(parent_repository: Path, style, tmp_path_factory) -> tuple[Path, Path, object]:
-    """One successful run: (repository, log dir, CLI result)."""
+def finetuned(
+    parent_repository: Path, style, tmp_path_factory, pushgateway
+) -> tuple[Path, Path, object]:
+    """One successful run, pushing to the session's Pushgateway: (repository, log dir,
+    CLI result)."""
     base = tmp_path_factory.mktemp("finetuned")
     repository = base / "repo"
     shutil.copytree(parent_repository, repository)
     write_labelled_log(base / "log", *style)
-    return repository, base / "log", finetune(repository, base / "log")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PUSHGATEWAY_URL", pushgateway.url)
+        get_settings.cache_clear()
+        try:
+            result = finetune(repository, base / "log")
+        finally:
+            get_settings.cache_clear()
+    return repository, base / "log", result
 
 
 def test_finetune_beats_the_parent_on_held_out_records_and_records_provenance(
@@ -138,6 +149,31 @@ def test_finetune_beats_the_parent_on_held_out_records_and_records_provenance(
         return float((serve(images=unseen)["classes"].numpy() == labels[RECORDS:]).mean())
 
     assert accuracy(2) > accuracy(1) + 0.1
+
+
+def test_finetuned_version_pushes_its_upload_like_accuracy(finetuned, pushgateway) -> None:
+    """Like a trained version, a fine-tuned one reaches Prometheus with all its figures."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    repository, _, result = finetuned
+    assert result.exit_code == 0, result.output
+    metadata = json.loads((repository / MODEL_NAME / "2" / METADATA_PATH).read_text())
+    text = httpx.get(f"{pushgateway.url}/metrics", timeout=5).text
+    samples = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("model") == MODEL_NAME and sample.labels.get("version") == "2"
+    ]
+    accuracy = {s.name: s.value for s in samples if s.name == "trainer_eval_accuracy"}
+    upload = {s.labels["set"]: s.value for s in samples if s.name == "trainer_eval_upload_accuracy"}
+    assert accuracy == {"trainer_eval_accuracy": pytest.approx(metadata["metrics"]["accuracy"])}
+    recorded = metadata["metrics"]["upload"]
+    assert upload == {
+        "printed": pytest.approx(recorded["printed_accuracy"]),
+        "handwriting": pytest.approx(recorded["handwriting_accuracy"]),
+    }
 
 
 def test_a_second_run_without_new_records_is_a_no_op(finetuned) -> None:

@@ -38,6 +38,7 @@ def test_push_exposes_the_three_gauges_per_model_and_version(pushgateway) -> Non
     assert push_training_metrics(pushgateway.url, "pushtest", 3, 0.97, 0.1, 12.5)
     assert push_training_metrics(pushgateway.url, "pushtest-b", 1, 0.91, 0.3, 4.0)
     samples = pushed_samples(pushgateway.url, "pushtest")
+    # Without an upload-like report there is no upload series (no made-up zero).
     assert set(samples) == {
         "trainer_eval_accuracy",
         "trainer_eval_loss",
@@ -60,6 +61,24 @@ def test_push_exposes_the_three_gauges_per_model_and_version(pushgateway) -> Non
         for sample in pushed_accuracy_samples(pushgateway.url, "pushtest-versions")
     }
     assert accuracy_by_version == {"3": pytest.approx(0.97), "4": pytest.approx(0.98)}
+
+
+def test_upload_like_accuracy_is_pushed_per_set(pushgateway) -> None:
+    upload = {"printed_accuracy": 0.95, "handwriting_accuracy": 0.875, "accuracy": 0.9125}
+    assert push_training_metrics(
+        pushgateway.url, "pushtest-upload", 2, 0.97, 0.1, 9.0, upload=upload
+    )
+    by_set = {
+        s.labels["set"]: (s.labels["version"], s.labels["job"], s.value)
+        for s in pushed_trainer_samples(pushgateway.url, "pushtest-upload")
+        if s.name == "trainer_eval_upload_accuracy"
+    }
+    assert by_set == {
+        "printed": ("2", "trainer", pytest.approx(0.95)),
+        "handwriting": ("2", "trainer", pytest.approx(0.875)),
+    }
+    # The MNIST figures are pushed beside them, in the same group.
+    assert pushed_samples(pushgateway.url, "pushtest-upload")["trainer_eval_accuracy"][1] == 0.97
 
 
 def test_push_failure_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -100,3 +119,15 @@ def test_recorded_metrics_of_every_version_are_pushed(pushgateway, trained_repos
     assert {str(v.version): pushed.get(str(v.version)) for v in versions} == {
         str(v.version): pytest.approx(v.accuracy) for v in versions
     }
+    # The upload-like figures recorded in each version's metadata go too.
+    upload = {
+        (s.labels["version"], s.labels["set"]): s.value
+        for s in pushed_trainer_samples(pushgateway.url, "mnist")
+        if s.name == "trainer_eval_upload_accuracy"
+    }
+    for v in versions:
+        recorded = v.metadata["metrics"]["upload"]
+        assert upload[(str(v.version), "printed")] == pytest.approx(recorded["printed_accuracy"])
+        assert upload[(str(v.version), "handwriting")] == pytest.approx(
+            recorded["handwriting_accuracy"]
+        )

@@ -78,6 +78,29 @@ TRAIN_FONTS = (
     "DejaVuSerifCondensed-Bold.ttf",
     "DejaVuSerifCondensed-Italic.ttf",
     "DejaVuMathTeXGyre.ttf",
+    # Handwriting fonts (below): digits as a few more people write them.
+    "Caveat[wght].ttf",
+    "IndieFlower-Regular.ttf",
+    "Kalam-Light.ttf",
+    "Kalam-Regular.ttf",
+    "Kalam-Bold.ttf",
+    "PermanentMarker-Regular.ttf",
+    "ShadowsIntoLight.ttf",
+    "Zeyada.ttf",
+)
+# Google Fonts' handwriting faces, each drawn from one person's hand, as the PyPI packages
+# of the trainer extra ship them (`<package>/files/*.ttf`, no download at run time). MNIST
+# has 250 writers, the offline sample far fewer; these add hands that write a 1 with a
+# flag, an open 4 or a marker's thick stroke, which the UCI handwriting has and MNIST
+# rarely. Training only: the evaluation handwriting stays the UCI digits, and none of
+# these is an evaluation font.
+HANDWRITING_FONT_PACKAGES = (
+    "fontpkg_caveat",
+    "fontpkg_indie_flower",
+    "fontpkg_kalam",
+    "fontpkg_permanent_marker",
+    "fontpkg_shadows_into_light",
+    "fontpkg_zeyada",
 )
 SYSTEM_FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 PNG, JPEG = "PNG", "JPEG"
@@ -96,11 +119,21 @@ def matplotlib_font_dir() -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
+def handwriting_font_dirs() -> list[Path]:
+    """The font directories of the installed HANDWRITING_FONT_PACKAGES (without importing them)."""
+    directories = []
+    for package in HANDWRITING_FONT_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            directories.append(Path(spec.origin).parent / "files")
+    return directories
+
+
 @functools.lru_cache(maxsize=1)
 def _font_index() -> dict[str, Path]:
-    """File name -> path of every font found; matplotlib's win over the system's."""
+    """File name -> path of every font found; matplotlib's win over the others."""
     index: dict[str, Path] = {}
-    for directory in SYSTEM_FONT_DIRS:
+    for directory in (*SYSTEM_FONT_DIRS, *handwriting_font_dirs()):
         if directory.is_dir():
             index.update({path.name: path for path in sorted(directory.rglob("*.ttf"))})
     index.update({path.name: path for path in sorted(matplotlib_font_dir().glob("*.ttf"))})

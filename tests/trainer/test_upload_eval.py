@@ -14,6 +14,7 @@ from tests.fixtures.processes import REPO_ROOT
 from trainer.upload_eval import (
     EVAL_FONTS,
     EVAL_SEED,
+    HANDWRITING_FONT_PACKAGES,
     JPEG,
     PNG,
     PRINTED_VARIANTS_PER_DIGIT,
@@ -24,6 +25,7 @@ from trainer.upload_eval import (
     build_upload_set,
     find_fonts,
     gateway_preprocess,
+    handwriting_font_dirs,
     load_uci_digits,
     render_printed_digit,
     render_scanned_digit,
@@ -101,6 +103,18 @@ def test_evaluation_fonts_are_never_training_fonts() -> None:
     assert len(families) >= 4, families
     # matplotlib ships every evaluation font, so the set is the same without system fonts.
     assert len(find_fonts(EVAL_FONTS, required=True)) == len(EVAL_FONTS)
+
+
+def test_the_handwriting_fonts_come_from_their_packages_for_training_only() -> None:
+    """The trainer extra installs every handwriting font package; its faces are found
+    without system fonts, are training fonts, and are never evaluation fonts."""
+    directories = handwriting_font_dirs()
+    assert len(directories) == len(HANDWRITING_FONT_PACKAGES)
+    shipped = {path.name for directory in directories for path in directory.glob("*.ttf")}
+    assert shipped <= set(TRAIN_FONTS), shipped - set(TRAIN_FONTS)
+    assert not shipped & set(EVAL_FONTS)
+    found = find_fonts(tuple(sorted(shipped)), required=True)
+    assert all(path.parent in directories for path in found)
 
 
 def test_the_handwriting_is_uci_digits_and_never_reaches_training() -> None:

@@ -18,6 +18,7 @@ class Architecture(StrEnum):
     MLP = "mlp"
     MLP_BN = "mlp-bn"
     CNN = "cnn"
+    CNN_BN = "cnn-bn"
 
 
 # The seed tutorials' sizes: what `build_model` builds unless told otherwise (and the
@@ -27,6 +28,7 @@ DEFAULT_DROPOUT: dict[Architecture, float] = {
     Architecture.MLP: 0.0,
     Architecture.MLP_BN: 0.3,
     Architecture.CNN: 0.0,
+    Architecture.CNN_BN: 0.0,
 }
 
 
@@ -57,12 +59,27 @@ def build_model(
             x = layers.Dense(width, activation="relu")(x)
             x = layers.BatchNormalization()(x)
             x = layers.Dropout(dropout)(x)
-    else:
+    elif architecture is Architecture.CNN:
         x = layers.Reshape((*IMAGE_SHAPE, 1))(inputs)
         x = layers.Conv2D(32, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
         x = layers.Conv2D(64, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(units, activation="relu")(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+    else:
+        # The CNN with batch normalisation after each convolution (before the ReLU, so the
+        # convolutions need no bias). Augmented uploads vary far more in contrast and
+        # stroke weight than MNIST; normalised activations let the same 12 epochs learn
+        # them (handwriting 0.843 -> 0.879 at equal MNIST accuracy: README).
+        x = layers.Reshape((*IMAGE_SHAPE, 1))(inputs)
+        for filters in (32, 64):
+            x = layers.Conv2D(filters, 3, use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation("relu")(x)
+            x = layers.MaxPooling2D()(x)
         x = layers.Flatten()(x)
         x = layers.Dense(units, activation="relu")(x)
         if dropout:

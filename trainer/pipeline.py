@@ -39,6 +39,7 @@ MODEL_DEFAULTS: dict[Architecture, dict[str, Any]] = {
     Architecture.MLP: {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3},
     Architecture.MLP_BN: {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3},
     Architecture.CNN: {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3},
+    Architecture.CNN_BN: {"epochs": 30, "batch_size": 64, "learning_rate": 1e-3},
 }
 
 

@@ -23,7 +23,12 @@ def small_splits() -> Splits:
 
 @pytest.mark.parametrize(
     ("architecture", "augment"),
-    [(Architecture.MLP, False), (Architecture.MLP_BN, False), (Architecture.CNN, True)],
+    [
+        (Architecture.MLP, False),
+        (Architecture.MLP_BN, False),
+        (Architecture.CNN, True),
+        (Architecture.CNN_BN, True),
+    ],
 )
 def test_model_builds_and_learns_in_a_few_steps(
     architecture: Architecture, augment: bool, small_splits: Splits
@@ -75,6 +80,16 @@ def test_architectures_match_the_seed_tutorials() -> None:
     convs = [layer for layer in cnn.layers if type(layer).__name__ == "Conv2D"]
     assert [(c.filters, c.kernel_size) for c in convs] == [(32, (3, 3)), (64, (3, 3))]
     assert layer_kinds(Architecture.CNN).count("MaxPooling2D") == 2
+    # cnn-bn: the same convolutions, each normalised before its ReLU (so without a bias).
+    cnn_bn = build_model(Architecture.CNN_BN)
+    convs = [layer for layer in cnn_bn.layers if type(layer).__name__ == "Conv2D"]
+    assert [(c.filters, c.kernel_size, c.use_bias) for c in convs] == [
+        (32, (3, 3), False),
+        (64, (3, 3), False),
+    ]
+    kinds = layer_kinds(Architecture.CNN_BN)
+    assert kinds.count("BatchNormalization") == 2 and kinds.count("MaxPooling2D") == 2
+    assert kinds.index("BatchNormalization") < kinds.index("Activation")
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ images-clean: ## Remove the image cache (.cache/images: buildah storage, local b
 		&& CONTAINERS_STORAGE_CONF=.cache/images/storage.conf buildah rm --all >/dev/null
 	rm -rf .cache/images
 
-# The gateway image is tested by `make test` (tests/images); this adds every other image,
+# The gateway and rollout images are tested by `make test` (tests/images); this adds every other image,
 # the trainer's training run among them.
 test-images: install images ## Build every image and test what runs in it (tests/images)
 	IMAGE_TESTS=all $(PY) -m pytest tests/images $(PYTEST_ARGS)

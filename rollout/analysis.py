@@ -28,6 +28,25 @@ CheckStatus = Literal["pass", "fail", "wait", "skip"]
 Decision = Literal["advance", "rollback", "wait"]
 
 
+# The recording rules the analysis reads (monitoring/rules): checked at start-up, so a
+# rules directory that lacks one is a clear error rather than a failed pass.
+REQUIRED_RECORDS = (
+    "model_version:gateway_upstream_requests:rate5m",
+    "model_version:gateway_upstream_errors:ratio_rate5m",
+    "model_version:gateway_upstream_duration_seconds:p99_rate5m",
+    "model_version:gateway_online_accuracy:ratio_rate5m",
+    "model_version:gateway_feedback:rate5m",
+    "model_version:gateway_shadow_requests:rate5m",
+    "model_version:gateway_shadow_errors:ratio_rate5m",
+    "model_version:gateway_shadow_duration_seconds:p99_rate5m",
+    "model_version:gateway_shadow_online_accuracy:ratio_rate5m",
+    "model_version:gateway_shadow_feedback:rate5m",
+    "model_version:gateway_shadow_agreement:ratio_rate5m",
+    "model_version_statistic:gateway_drift_psi:rate30m",
+    "model_version:gateway_drift_observations:rate30m",
+)
+
+
 @dataclass
 class Evidence:
     """What Prometheus said about the candidate and stable over one window (None: no

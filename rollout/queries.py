@@ -30,7 +30,9 @@ RECORDED_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z0-9_:]+")
 class RecordingRules:
     """The expressions of the recording rules under `rules_dir`, by recorded name."""
 
-    def __init__(self, rules_dir: Path) -> None:
+    def __init__(self, rules_dir: Path, required: tuple[str, ...] = ()) -> None:
+        """Read every `*.yml` rule file; EvidenceUnavailableError names any of `required`
+        that none records."""
         self.expressions: dict[str, str] = {}
         for path in sorted(rules_dir.glob("*.yml")):
             document = yaml.safe_load(path.read_text()) or {}
@@ -38,8 +40,12 @@ class RecordingRules:
                 for rule in group.get("rules", []):
                     if "record" in rule:
                         self.expressions[rule["record"]] = rule["expr"].strip()
-        if not self.expressions:
-            raise EvidenceUnavailableError(f"{rules_dir}: no recording rules found")
+        missing = [name for name in required if name not in self.expressions]
+        if not self.expressions or missing:
+            raise EvidenceUnavailableError(
+                f"{rules_dir}: the recording rules the analysis reads are missing: "
+                f"{', '.join(missing) or 'all'} (ROLLOUT_RULES_DIR must be monitoring/rules)"
+            )
 
     def windowed(self, record: str, window: str, _outer: frozenset[str] = frozenset()) -> str:
         """The expression behind `record`, every range replaced by `window`, the recorded

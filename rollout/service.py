@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rollout.analysis import REQUIRED_RECORDS
 from rollout.audit import AuditLog
 from rollout.config import Settings
 from rollout.controller import Controller
@@ -55,7 +56,7 @@ def build_controller(settings: Settings, metrics: RolloutMetrics | None = None) 
         ServingClient(settings.serving_target, settings.serving_timeout_seconds),
         records,
         Prometheus(settings.prometheus_url, settings.prometheus_timeout_seconds),
-        RecordingRules(settings.rules_dir),
+        RecordingRules(settings.rules_dir, REQUIRED_RECORDS),
         AuditLog(settings.audit_log),
         metrics,
     )
@@ -130,7 +131,11 @@ def run(settings: Settings) -> int:
                     # The config or Redis failed mid-pass: nothing half-done is published
                     # as done, and the next pass starts again from the stored state.
                     log.error("pass failed: %s", error)
-                    metrics.tick_errors.labels("", "config").inc()
+                except Exception:
+                    # A bug must not stop the loop that rolls bad versions back: log it,
+                    # count it, try again next interval (/healthz turns 503 if no pass ends).
+                    log.exception("pass failed unexpectedly")
+                    metrics.tick_errors.labels("", "internal").inc()
             stopping.wait(settings.interval_seconds)
     finally:
         if elector is not None:

@@ -37,7 +37,7 @@ IMAGE_NAMES = sorted(
     path.name.removesuffix(".Dockerfile") for path in DOCKER_DIR.glob("*.Dockerfile")
 )
 # What `make test` builds and tests; `make test-images` adds the rest.
-IMAGES_IN_MAKE_TEST = {"gateway"}
+IMAGES_IN_MAKE_TEST = {"gateway", "rollout"}
 ALL_IMAGES = os.environ.get("IMAGE_TESTS") == "all"
 BUILD_TIMEOUT = 1800
 # Figures (build time, size) printed at the end of the run, never asserted.

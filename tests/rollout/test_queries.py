@@ -6,7 +6,9 @@ import re
 
 import pytest
 
+from rollout.analysis import REQUIRED_RECORDS
 from rollout.config import DEFAULT_RULES_DIR
+from rollout.errors import EvidenceUnavailableError
 from rollout.queries import RecordingRules
 
 
@@ -32,6 +34,18 @@ def test_recorded_series_a_rule_reads_are_inlined_with_the_window(rules: Recordi
     assert "gateway_drift_reference:ratio" not in query
     assert "gateway_drift_observations_total[20s]" in query
     assert "[30m]" not in query
+
+
+def test_every_record_the_analysis_reads_exists() -> None:
+    RecordingRules(DEFAULT_RULES_DIR, REQUIRED_RECORDS)
+
+
+def test_a_rules_directory_without_them_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "other.yml").write_text(
+        "groups:\n  - name: x\n    rules:\n      - record: a:b:c\n        expr: up\n"
+    )
+    with pytest.raises(EvidenceUnavailableError, match="gateway_shadow_agreement"):
+        RecordingRules(tmp_path, REQUIRED_RECORDS)
 
 
 def test_an_unknown_record_is_a_key_error(rules: RecordingRules) -> None:

@@ -299,7 +299,9 @@ def judge(evidence: Evidence, policy: Policy, stage: Stage, seconds_in_stage: fl
         if observations < drift.min_observations or candidate_psi is None:
             status, reason = "skip", f"{observations:.0f} drift observations"
         else:
-            bound = max(drift.max_psi, (stable_psi or 0.0) + drift.max_psi_increase)
+            bound = max(
+                drift.max_psi, (stable_psi or 0.0) * drift.max_psi_ratio + drift.max_psi_increase
+            )
             status = "pass" if candidate_psi <= bound else "fail"
             reason = f"largest PSI {candidate_psi:.3f} against a bound of {bound:.3f}"
         checks.append(

@@ -100,7 +100,11 @@ class DriftPolicy(Strict):
     min_observations: int = Field(200, ge=1)
     max_psi: float = Field(0.25, gt=0)
     # A drift both versions see is the traffic's, not the candidate's: it fails only when
-    # it also exceeds stable's PSI by this much.
+    # it also exceeds stable's PSI times max_psi_ratio plus max_psi_increase. The ratio
+    # matters when the traffic drifted for both (PSI of several units): there the
+    # candidate's PSI, on fewer observations and with its own output statistics, differs
+    # from stable's by far more than 0.1 without the candidate being at fault.
+    max_psi_ratio: float = Field(2.0, ge=1)
     max_psi_increase: float = Field(0.1, ge=0)
 
 

@@ -103,3 +103,14 @@ def test_required_accuracy_waits_for_labels_and_never_promotes_without_them() ->
 def test_drift_that_stable_sees_too_is_the_traffics_not_the_candidates() -> None:
     evidence = healthy(candidate_psi=0.6, stable_psi=0.55)
     assert statuses(judge(evidence, POLICY, "canary", 60))["drift_psi"] == "pass"
+    # Traffic far from both references (seen in the e2e run: users' hollow digits against
+    # MNIST references): the candidate's PSI on its 10% share differs from stable's by more
+    # than 0.1, yet it is the traffic's drift.
+    evidence = healthy(candidate_psi=5.48, stable_psi=5.24)
+    assert statuses(judge(evidence, POLICY, "canary", 60))["drift_psi"] == "pass"
+
+
+def test_drift_only_the_candidate_sees_fails_it() -> None:
+    evidence = healthy(candidate_psi=0.6, stable_psi=0.1)
+    verdict = judge(evidence, POLICY, "canary", 60)
+    assert (verdict.decision, statuses(verdict)["drift_psi"]) == ("rollback", "fail")

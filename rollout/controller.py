@@ -132,6 +132,11 @@ class Controller:
             self._unsaved = None
         self.metrics.last_tick.set(self.clock())
 
+    def forget_unsaved(self) -> None:
+        """Drop the states of a pass whose config write failed (leadership was lost: the
+        stored config, written by the new leader, is the truth now)."""
+        self._unsaved = None
+
     def bootstrap(self) -> str:
         """Create the config if it does not exist (`rollout init-config`, before the model
         server starts): each model serves its newest version as stable. Returns the text."""

@@ -124,7 +124,11 @@ def run(settings: Settings) -> int:
     )
     try:
         while not stopping.is_set():
-            if elector is None or elector.try_acquire_or_renew():
+            leading = elector is None or elector.try_acquire_or_renew()
+            if not leading:
+                # Another controller acts now: what this one could not write is stale.
+                controller.forget_unsaved()
+            if leading:
                 try:
                     controller.tick()
                 except RolloutError as error:

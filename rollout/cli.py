@@ -71,7 +71,7 @@ def init_config() -> None:
 
 
 def _share(state: ModelState, controller: Controller) -> str:
-    record = controller._record_of(state)
+    record = controller.record_of(state)
     if record.canary_percent:
         return f"{record.canary_percent:g}% canary"
     if record.shadow_percent:

@@ -23,6 +23,7 @@ Safety, in the order the actions happen:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import time
@@ -206,7 +207,7 @@ class Controller:
 
     def states(self) -> dict[str, ModelState]:
         """Each managed model's state as the config records it."""
-        _config, states, _text = self._read()
+        _config, states, _text = self._read(acting=False)
         return {model: states.get(model, ModelState(model)) for model in self.policies}
 
     @contextlib.contextmanager
@@ -290,7 +291,7 @@ class Controller:
             self.prometheus, self.rules, policy, state.stage, state.candidate, state.stable
         )
         verdict = judge(evidence, policy, state.stage, self.clock() - state.stage_started)
-        details = {"verdict": verdict.as_dict(), "evidence": _evidence_dict(evidence)}
+        details = {"verdict": verdict.as_dict(), "evidence": dataclasses.asdict(evidence)}
         if verdict.decision == "rollback":
             self._rollback(state, verdict.reason, verdict, details)
         elif verdict.decision == "wait":
@@ -356,10 +357,12 @@ class Controller:
     def _wait(self, state: ModelState, reason: str, verdict: Verdict | None = None) -> None:
         summary = {"time": self.clock(), "decision": "wait", "reason": reason}
         if verdict is not None:
-            summary["checks"] = [_check_summary(check) for check in verdict.checks]
+            summary["checks"] = [_check_summary(check) for check in verdict.as_dict()["checks"]]
         state.last_decision = summary
-        if self._last_wait.get(state.model) != reason.split(";")[0]:
-            self._last_wait[state.model] = reason.split(";")[0]
+        # "checks pass; the window ends in 9s" is one wait, whatever the seconds say.
+        gist = reason.split(";")[0]
+        if self._last_wait.get(state.model) != gist:
+            self._last_wait[state.model] = gist
             self._decide(
                 state,
                 "wait",
@@ -395,7 +398,9 @@ class Controller:
 
     # -- the outside world ---------------------------------------------------------------
 
-    def _read(self) -> tuple[Any, dict[str, ModelState], str | None]:
+    def _read(self, acting: bool = True) -> tuple[Any, dict[str, ModelState], str | None]:
+        """The config, the state it carries, and its text. `acting`: a pass or an action
+        will write what it decides, so adopting a model is audited (`status` only reads)."""
         text = self.store.read_text()
         if text is None:
             if self._config_seen:
@@ -410,7 +415,7 @@ class Controller:
         config, states = parse_config(text)
         for model in self.policies:
             if model not in states:
-                states[model] = self._adopt(config, model)
+                states[model] = self._adopt(config, model, acting)
         return config, states, text
 
     def _honour_rollbacks(self, state: ModelState) -> None:
@@ -425,7 +430,7 @@ class Controller:
         if state.candidate in marked:
             self._rollback(state, "rolled back earlier; its config write had not landed", None)
 
-    def _adopt(self, config: Any, model: str) -> ModelState:
+    def _adopt(self, config: Any, model: str, audit: bool) -> ModelState:
         """The state of a model the config serves but the controller has not managed yet
         (the shipped seed, or a hand-written config): its `stable` label, else the newest
         version its policy names, stays stable."""
@@ -435,7 +440,8 @@ class Controller:
             stable = max(specific_versions(config, model), default=None)
         if stable is not None and stable in self._versions(model):
             state.stable = stable
-            self._decide(state, "bootstrap", "adopted from the config: its stable version")
+            if audit:
+                self._decide(state, "bootstrap", "adopted from the config: its stable version")
         return state
 
     def _write(self, config, states: dict[str, ModelState], text: str | None, reload=True) -> str:
@@ -461,14 +467,15 @@ class Controller:
         for model, state in states.items():
             if model not in self.policies:
                 continue
-            record = self._record_of(state)
+            record = self.record_of(state)
             try:
                 self.records.publish(record)
             except RecordStoreUnavailableError as error:
                 self.metrics.tick_errors.labels(model, "redis").inc()
                 log.warning("%s: %s", model, error)
 
-    def _record_of(self, state: ModelState) -> RolloutRecord:
+    def record_of(self, state: ModelState) -> RolloutRecord:
+        """The record the gateways get for `state`: its shares follow its stage."""
         policy = self.policies[state.model]
         canary = shadow = 0.0
         candidate = state.candidate if state.stage in ("shadow", "canary") else None
@@ -486,7 +493,7 @@ class Controller:
             self.metrics.set_stage(model, state.stable, "stable")
         for version in state.rolled_back:
             self.metrics.set_stage(model, version, "rolled_back")
-        record = self._record_of(state)
+        record = self.record_of(state)
         if state.candidate is not None:
             stage = "paused" if state.paused else state.stage
             self.metrics.set_stage(model, state.candidate, stage)
@@ -514,17 +521,9 @@ class Controller:
         return Path("/tmp/rollout-controller.lock")
 
 
-def _check_summary(check) -> dict[str, Any]:
-    data = check if isinstance(check, dict) else check.__dict__
-    keys = ("name", "status", "candidate", "stable", "threshold", "samples", "min_samples")
-    return {key: data[key] for key in keys}
-
-
-def _evidence_dict(evidence) -> dict[str, Any]:
-    data = dict(evidence.__dict__)
-    data.pop("queries", None)
-    data["queries"] = evidence.queries
-    return data
+def _check_summary(check: dict[str, Any]) -> dict[str, Any]:
+    """A check as `rollout status` shows it: its numbers, without the prose reason."""
+    return {key: value for key, value in check.items() if key != "reason"}
 
 
 def require_config(store: ModelConfigStore) -> None:

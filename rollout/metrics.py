@@ -45,11 +45,9 @@ class RolloutMetrics:
             "When the control loop last finished a pass (a stalled loop stops moving it).",
             registry=self.registry,
         )
-        self._stage_versions: dict[str, set[str]] = {}
 
     def set_stage(self, model: str, version: int, stage: str) -> None:
         """Mark `version` as being in `stage` (one stage at a time per version)."""
         key = str(version)
         for name in STAGES:
             self.stage.labels(model, key, name).set(1 if name == stage else 0)
-        self._stage_versions.setdefault(model, set()).add(key)

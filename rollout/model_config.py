@@ -155,12 +155,12 @@ def render_config(config: Any, states: dict[str, ModelState]) -> str:
 def apply_state(config: Any, state: ModelState, base_path: str) -> None:
     """Make `config`'s entry for `state.model` serve exactly what the state says (adding
     the entry if missing); other models are untouched."""
-    if not config.HasField("model_config_list"):
-        config.model_config_list.SetInParent()
-    entries = config.model_config_list.config
-    entry = next((item for item in entries if item.name == state.model), None)
+    config.model_config_list.SetInParent()
+    entry = _entry(config, state.model)
     if entry is None:
-        entry = entries.add(name=state.model, base_path=base_path, model_platform="tensorflow")
+        entry = config.model_config_list.config.add(
+            name=state.model, base_path=base_path, model_platform="tensorflow"
+        )
     policy = entry.model_version_policy
     policy.Clear()
     policy.specific.versions.extend(state.served_versions())
@@ -169,21 +169,22 @@ def apply_state(config: Any, state: ModelState, base_path: str) -> None:
         entry.version_labels[label] = version
 
 
+def _entry(config: Any, model: str) -> Any | None:
+    """`config`'s ModelConfig of `model`, or None."""
+    if not config.HasField("model_config_list"):
+        return None
+    return next((e for e in config.model_config_list.config if e.name == model), None)
+
+
 def labels_of(config: Any, model: str) -> dict[str, int]:
     """The version labels `config` gives `model` (empty when it has no entry)."""
-    if not config.HasField("model_config_list"):
-        return {}
-    for entry in config.model_config_list.config:
-        if entry.name == model:
-            return dict(entry.version_labels)
-    return {}
+    entry = _entry(config, model)
+    return dict(entry.version_labels) if entry is not None else {}
 
 
 def specific_versions(config: Any, model: str) -> list[int]:
     """The versions a `specific` policy in `config` names for `model` (else empty)."""
-    if not config.HasField("model_config_list"):
+    entry = _entry(config, model)
+    if entry is None or not entry.model_version_policy.HasField("specific"):
         return []
-    for entry in config.model_config_list.config:
-        if entry.name == model and entry.model_version_policy.HasField("specific"):
-            return list(entry.model_version_policy.specific.versions)
-    return []
+    return list(entry.model_version_policy.specific.versions)

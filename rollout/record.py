@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -36,7 +35,7 @@ class RolloutRecord:
     canary_percent: float = 0.0
     shadow_percent: float = 0.0
 
-    def as_json(self, now: float | None = None) -> str:
+    def as_json(self) -> str:
         return json.dumps(
             {
                 "model": self.model,
@@ -45,7 +44,7 @@ class RolloutRecord:
                 "stage": self.stage,
                 "canary_percent": self.canary_percent,
                 "shadow_percent": self.shadow_percent,
-                "updated": time.time() if now is None else now,
+                "updated": time.time(),
             }
         )
 
@@ -64,14 +63,6 @@ class RecordStore:
             self._redis.set(KEY_PREFIX + record.model, record.as_json())
         except redis.RedisError as error:
             raise RecordStoreUnavailableError(f"cannot write the rollout record: {error}") from None
-
-    def read(self, model: str) -> dict[str, Any] | None:
-        """The record of `model` as stored, or None."""
-        try:
-            raw = self._redis.get(KEY_PREFIX + model)
-        except redis.RedisError as error:
-            raise RecordStoreUnavailableError(f"cannot read the rollout record: {error}") from None
-        return json.loads(raw) if raw else None
 
     def mark_rolled_back(self, model: str, version: int) -> None:
         """Remember that `version` was rolled back (a set per model, no expiry)."""

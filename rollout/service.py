@@ -144,6 +144,9 @@ def run(settings: Settings) -> int:
     finally:
         if elector is not None:
             elector.release()
+        controller.serving.close()
+        if controller.records is not None:
+            controller.records.close()
         if server is not None:
             server.shutdown()
     return 0

@@ -80,11 +80,12 @@ class ServingClient:
 
     def version_states(self, model: str) -> dict[int, VersionStatus]:
         """Every version of `model` the servers know, each at its least advanced state
-        across them, with the first load error any reported (empty when none knows it)."""
+        across them (a server that does not list it has not started it), with the first
+        load error any reported. Empty when a server does not know the model."""
+        reports: list[dict[int, tuple[str, str]]] = []
         request = self.messages.GetModelStatusRequest()
         request.model_spec.name = model
-        merged: dict[int, VersionStatus] = {}
-        for index, (address, status_stub, _) in enumerate(self._stubs()):
+        for address, status_stub, _ in self._stubs():
             try:
                 response = status_stub(request, timeout=self.timeout)
             except grpc.RpcError as error:
@@ -93,20 +94,21 @@ class ServingClient:
                 raise ServingUnavailableError(
                     f"GetModelStatus({model}) at {address}: {error.code().name} {error.details()}"
                 ) from None
-            seen = set()
-            for item in response.model_version_status:
-                error = item.status.error_message if item.status.error_code else ""
-                state = self.messages.state_name(item.state)
-                seen.add(item.version)
-                earlier = merged.get(item.version)
-                if index > 0 and earlier is None:
-                    state = "START"  # an earlier server has not even started it
-                if earlier is None or _rank(state) < _rank(earlier.state) or error:
-                    kept = error or (earlier.error if earlier else "")
-                    merged[item.version] = VersionStatus(item.version, state, kept)
-            # A version this server has not started is not AVAILABLE everywhere yet.
-            for version in set(merged) - seen:
-                merged[version] = VersionStatus(version, "START", merged[version].error)
+            reports.append(
+                {
+                    item.version: (
+                        self.messages.state_name(item.state),
+                        item.status.error_message if item.status.error_code else "",
+                    )
+                    for item in response.model_version_status
+                }
+            )
+        merged = {}
+        for version in set().union(*reports):
+            seen = [report.get(version, ("START", "")) for report in reports]
+            state = min((state for state, _ in seen), key=_rank)
+            error = next((error for _, error in seen if error), "")
+            merged[version] = VersionStatus(version, state, error)
         return merged
 
     def reload(self, config: Any) -> None:

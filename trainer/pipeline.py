@@ -29,7 +29,7 @@ from trainer.errors import InvalidOptionError
 from trainer.gate import check_quality_gate
 from trainer.models import Architecture
 from trainer.repository import latest_version
-from trainer.train import FitOptions, OptimizerName
+from trainer.train import FitOptions, LrSchedule, OptimizerName
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class TrainConfig:
     batch_size: int | None = None
     learning_rate: float | None = None
     optimizer: OptimizerName = OptimizerName.ADAM
+    lr_schedule: LrSchedule = LrSchedule.PLATEAU
     seed: int = 42
     augment: bool = False
     augment_strength: float = 1.0
@@ -81,6 +82,7 @@ class TrainConfig:
         self.model = Architecture(self.model)
         self.dataset = DatasetSource(self.dataset)
         self.optimizer = OptimizerName(self.optimizer)
+        self.lr_schedule = LrSchedule(self.lr_schedule)
         defaults = MODEL_DEFAULTS[self.model]
         self.epochs = self.epochs if self.epochs is not None else defaults["epochs"]
         self.batch_size = self.batch_size or defaults["batch_size"]
@@ -124,6 +126,7 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "optimizer": self.optimizer.value,
+            "lr_schedule": self.lr_schedule.value,
             "seed": self.seed,
             "augment": self.augment,
             "augment_strength": self.augment_strength,
@@ -257,6 +260,7 @@ def load_configured_mnist(
         sha256=settings.mnist_sha256,
         timeout=settings.download_timeout_seconds,
         cache_dir=settings.keras_cache_dir,
+        wheel_dir=settings.mnist_wheel_dir,
     )
 
 
@@ -307,6 +311,7 @@ def fit_options(config: TrainConfig, num_workers: int = 1) -> FitOptions:
         augment_strength=config.augment_strength,
         printed=printed,
         printed_share=config.printed_share,
+        lr_schedule=config.lr_schedule,
     )
 
 
@@ -339,6 +344,7 @@ def fit_distributed(config, splits, options, strategy, watchdog):
                 per_worker(make_train_dataset, splits.x_train, splits.y_train),
                 per_worker(make_val_dataset, splits.x_val, splits.y_val),
                 options,
+                len(splits.y_train),
                 extra_callbacks=[distributed.progress_callback(watchdog)],
             )
     except Exception as error:

@@ -26,6 +26,17 @@ class OptimizerName(StrEnum):
     RMSPROP = "rmsprop"
 
 
+class LrSchedule(StrEnum):
+    """`--lr-schedule` choices."""
+
+    # The learning rate halves when validation loss stops falling (for runs of many epochs
+    # with early stopping).
+    PLATEAU = "plateau"
+    # Cosine decay from --learning-rate to 0 over the whole run: for a run of a few epochs
+    # over much data, where a plateau never shows before the end.
+    COSINE = "cosine"
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """Hyperparameters of one training run."""
@@ -46,6 +57,7 @@ class FitOptions:
     printed_share: float = 0.2
     # (this worker's index, number of workers) when training under a multi-worker strategy.
     shard: tuple[int, int] = (0, 1)
+    lr_schedule: LrSchedule = LrSchedule.PLATEAU
 
     @property
     def strength(self) -> float:
@@ -60,8 +72,11 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def make_optimizer(name: OptimizerName | str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """Return a fresh optimizer; SGD gets Nesterov momentum, the usual choice for MNIST."""
+def make_optimizer(name: OptimizerName | str, learning_rate: Any) -> keras.optimizers.Optimizer:
+    """Return a fresh optimizer; SGD gets Nesterov momentum, the usual choice for MNIST.
+
+    `learning_rate` is a float or a Keras learning-rate schedule.
+    """
     import keras
 
     name = OptimizerName(name)
@@ -124,7 +139,7 @@ def make_train_dataset(x: np.ndarray, y: np.ndarray, options: FitOptions) -> tf.
         def augment(batch: tuple[tf.Tensor, tf.Tensor], seed: tf.Tensor):
             images, labels = batch
             pair = tf.stack([seed, tf.constant(worker, tf.int64)])
-            return augment_batch(images, pair, options.strength), labels
+            return augment_batch(images, pair, options.strength, labels=labels), labels
 
         dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -140,10 +155,28 @@ def make_val_dataset(x: np.ndarray, y: np.ndarray, options: FitOptions) -> tf.da
     return dataset.map(lambda *batch: take_shard(batch, options.shard)).prefetch(2)
 
 
-def compile_model(model: keras.Model, options: FitOptions) -> None:
-    """Compile with the run's optimizer, loss and metric."""
+def steps_per_epoch(train_count: int, options: FitOptions) -> int:
+    """Global batches per epoch of `make_train_dataset` over `train_count` digits."""
+    total = train_count
+    if options.strength > 0 and options.printed is not None:
+        printed_count = len(options.printed[1])
+        total += printed_count * printed_repeats(train_count, printed_count, options.printed_share)
+    return max(1, -(-total // options.batch_size))
+
+
+def compile_model(model: keras.Model, options: FitOptions, steps: int | None = None) -> None:
+    """Compile with the run's optimizer, loss and metric; `steps` per epoch for a schedule."""
+    import keras
+
+    learning_rate: Any = options.learning_rate
+    if options.lr_schedule is LrSchedule.COSINE:
+        if steps is None:
+            raise ValueError("a cosine schedule needs the number of steps per epoch")
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            options.learning_rate, decay_steps=steps * options.epochs
+        )
     model.compile(
-        optimizer=make_optimizer(options.optimizer, options.learning_rate),
+        optimizer=make_optimizer(options.optimizer, learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -157,10 +190,16 @@ def make_callbacks(options: FitOptions, extra: list[Any] | None = None) -> list[
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=options.patience, restore_best_weights=True
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, options.patience // 2), min_lr=1e-5
-        ),
     ]
+    if options.lr_schedule is LrSchedule.PLATEAU:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=0.5,
+                patience=max(1, options.patience // 2),
+                min_lr=1e-5,
+            )
+        )
     if options.tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(options.tensorboard_dir)))
     return callbacks + (extra or [])
@@ -168,7 +207,7 @@ def make_callbacks(options: FitOptions, extra: list[Any] | None = None) -> list[
 
 def fit_model(model: keras.Model, splits: Splits, options: FitOptions) -> dict[str, list[float]]:
     """Compile and fit `model`; return Keras's history (per-epoch loss, accuracy, lr)."""
-    compile_model(model, options)
+    compile_model(model, options, steps_per_epoch(len(splits.y_train), options))
     history = model.fit(
         make_train_dataset(splits.x_train, splits.y_train, options),
         validation_data=make_val_dataset(splits.x_val, splits.y_val, options),
@@ -187,6 +226,7 @@ def fit_under_strategy(
     train_data: Any,
     val_data: Any,
     options: FitOptions,
+    train_count: int,
     extra_callbacks: list[Any] | None = None,
 ) -> dict[str, list[float]]:
     """What `fit_model` does, as a loop over `strategy.run`, for multi-worker training.
@@ -197,12 +237,13 @@ def fit_under_strategy(
     optimizer's all-reduce of the gradients), and the callbacks are `fit_model`'s own.
     The loss is the sum over each worker's slice divided by the global batch, so the
     summed gradients are those of the global batch's mean, as in one process. Call it
-    in `strategy.scope()` with the datasets from `distribute_datasets_from_function`.
+    in `strategy.scope()` with the datasets from `distribute_datasets_from_function`;
+    `train_count` is the number of training digits (for a schedule's length).
     """
     import keras
     import tensorflow as tf
 
-    compile_model(model, options)
+    compile_model(model, options, steps_per_epoch(train_count, options))
     model.optimizer.build(model.trainable_variables)
     per_example = keras.losses.SparseCategoricalCrossentropy(reduction=None)
     global_batch = options.batch_size

@@ -302,11 +302,12 @@ def _readable(render: Callable[[], bytes]) -> np.ndarray:
     return gateway_preprocess(render())
 
 
-def cache_path(seed: int) -> Path:
+def cache_path(seed: int, kind: str = EVAL_SET_ID, *parts: str) -> Path:
     """Where a built set is kept: keyed by everything that shapes it.
 
-    The set's id and seed, this module's and the gateway preprocessing's source, and the
-    versions of the libraries that draw and decode it; any change builds it anew.
+    Its kind (the evaluation set's id, or the training glyphs), seed and other `parts`,
+    this module's and the gateway preprocessing's source, and the versions of the
+    libraries that draw and decode it; any change builds it anew.
     """
     import matplotlib
     import PIL
@@ -314,32 +315,39 @@ def cache_path(seed: int) -> Path:
     from gateway import preprocessing
 
     digest = hashlib.sha256()
-    for part in (EVAL_SET_ID, str(seed), PIL.__version__, matplotlib.__version__, np.__version__):
+    for part in (kind, str(seed), *parts, PIL.__version__, matplotlib.__version__, np.__version__):
         digest.update(part.encode())
     for source in (Path(__file__), Path(preprocessing.__file__)):
         digest.update(source.read_bytes())
     base = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "mnist-serving")
-    return base / f"{EVAL_SET_ID}-{digest.hexdigest()[:16]}.npz"
+    return base / f"{kind}-{digest.hexdigest()[:16]}.npz"
 
 
-def _load_cached(path: Path) -> UploadSet | None:
+def _load_arrays(path: Path, names: tuple[str, ...]) -> list[np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return UploadSet(*(data[name] for name in UploadSet.__dataclass_fields__))
+            return [data[name] for name in names]
     except (OSError, ValueError, KeyError):
         return None
 
 
-def _save_cached(path: Path, upload_set: UploadSet) -> None:
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(
-            temp, **{name: getattr(upload_set, name) for name in UploadSet.__dataclass_fields__}
-        )
+        np.savez(temp, **arrays)
         temp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
     except OSError as error:  # a read-only home only costs the next run a rebuild
-        log.info("upload-like set not cached at %s: %s", path, error)
+        log.info("not cached at %s: %s", path, error)
+
+
+def _load_cached(path: Path) -> UploadSet | None:
+    arrays = _load_arrays(path, tuple(UploadSet.__dataclass_fields__))
+    return None if arrays is None else UploadSet(*arrays)
+
+
+def _save_cached(path: Path, upload_set: UploadSet) -> None:
+    _save_arrays(path, {name: getattr(upload_set, name) for name in UploadSet.__dataclass_fields__})
 
 
 @functools.lru_cache(maxsize=2)
@@ -400,11 +408,17 @@ def training_glyphs(seed: int, variants: int = 6) -> tuple[np.ndarray, np.ndarra
 
     Rendered as uploads are (`render_printed_digit`), with a seed of their own, then
     preprocessed by the gateway: uint8 [N,28,28] and labels [N]. Small (fonts x 10 x
-    `variants`): `trainer.augment` distorts them further on the fly.
+    `variants`): `trainer.augment` distorts them further on the fly. Kept on disk beside
+    the evaluation set (rendering takes seconds), keyed also by the fonts found.
     """
+    fonts = find_fonts(TRAIN_FONTS, required=False)
+    path = cache_path(seed, "training-glyphs", str(variants), *(font.name for font in fonts))
+    cached = _load_arrays(path, ("images", "labels"))
+    if cached is not None:
+        return cached[0], cached[1]
     rng = np.random.default_rng([seed, 1])
     images, labels = [], []
-    for font_path in find_fonts(TRAIN_FONTS, required=False):
+    for font_path in fonts:
         for digit in range(NUM_CLASSES):
             for variant in range(variants):
                 image_format = (PNG, JPEG)[variant % 2]
@@ -415,7 +429,9 @@ def training_glyphs(seed: int, variants: int = 6) -> tuple[np.ndarray, np.ndarra
                 )
                 labels.append(digit)
     pixels = np.rint(np.stack(images) * 255).astype(np.uint8)
-    return pixels, np.asarray(labels, dtype=np.int64)
+    glyph_labels = np.asarray(labels, dtype=np.int64)
+    _save_arrays(path, {"images": pixels, "labels": glyph_labels})
+    return pixels, glyph_labels
 
 
 # --- scoring ------------------------------------------------------------------------------------

@@ -141,3 +141,49 @@ def test_printed_digits_are_mixed_in_only_with_augment() -> None:
     (batch,) = list(make_train_dataset(x, y, mixed))
     repeats = printed_repeats(300, 40, 0.2)
     assert repeats == 2 and len(batch[1]) == 300 + 40 * repeats
+
+
+def test_writing_conventions_cross_sevens_and_flag_ones_only() -> None:
+    import tensorflow as tf
+
+    from trainer.augment import writing_conventions
+
+    sample = load_offline()
+    picks = np.concatenate([np.where(sample.y_train == d)[0][:8] for d in range(10)])
+    images, labels = scale_pixels(sample.x_train[picks]), sample.y_train[picks]
+    out = writing_conventions(
+        tf.constant(images), tf.constant(labels), tf.constant([4, 2], tf.int64), 1.0
+    ).numpy()
+    added = np.clip(out - images, 0, None)
+    changed = added.sum(axis=(1, 2)) > 2.0  # at least two pixels' worth of new ink
+    assert changed[(labels == 1) | (labels == 7)].all()
+    others = (labels != 1) & (labels != 7)
+    np.testing.assert_array_equal(out[others], images[others])
+    rows = np.arange(28)[None, :, None]
+    for index in np.where(labels == 7)[0]:
+        weights = added[index] / added[index].sum()
+        # A crossbar: the new ink lies in a band a few rows high, below the 7's top bar.
+        spread = np.sqrt((weights * (rows[0] - (weights * rows[0]).sum()) ** 2).sum())
+        ink_rows = np.where(images[index].max(axis=1) > 0.5)[0]
+        centre = (weights * rows[0]).sum()
+        assert spread < 2.5
+        assert ink_rows.min() + 0.3 * np.ptp(ink_rows) < centre < ink_rows.max()
+    for index in np.where(labels == 1)[0]:
+        ink_rows = np.where(images[index].max(axis=1) > 0.5)[0]
+        upper = rows[0] <= ink_rows.min() + 0.4 * np.ptp(ink_rows)
+        # A flag: new ink at the top (part of it may fall on the stroke), whether or
+        # not a foot was drawn at the bottom too.
+        assert (added[index] * upper).sum() > 1.5
+    assert (out.min() >= 0) and (out.max() <= 1)
+
+
+def test_the_elastic_field_is_the_bicubic_resize_of_its_coarse_grid() -> None:
+    import tensorflow as tf
+
+    from trainer.augment import ELASTIC_GRID, _upsampling_matrix
+
+    coarse = tf.random.stateless_uniform([3, ELASTIC_GRID, ELASTIC_GRID, 2], [1, 1], -1, 1)
+    expected = tf.image.resize(coarse, (28, 28), method="bicubic").numpy()
+    flat = tf.reshape(coarse, [3, ELASTIC_GRID * ELASTIC_GRID, 2])
+    field = tf.einsum("bkc,kp->bpc", flat, _upsampling_matrix()).numpy().reshape(3, 28, 28, 2)
+    np.testing.assert_allclose(field, expected, atol=1e-5)

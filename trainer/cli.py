@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from click.core import ParameterSource
 
 from trainer.config import get_settings
 from trainer.data import DatasetSource
@@ -68,7 +67,10 @@ def merge_config_file(ctx: typer.Context, options: dict[str, Any], path: Path | 
     if path is None:
         return
     for key, value in read_config_file(path).items():
-        if ctx.get_parameter_source(key) is not ParameterSource.COMMANDLINE:
+        # By name: Typer carries its own copy of Click, whose enum is not `click`'s (and
+        # the trainer image installs no `click` at all).
+        source = ctx.get_parameter_source(key)
+        if source is None or source.name != "COMMANDLINE":
             options[key] = value
 
 

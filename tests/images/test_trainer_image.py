@@ -75,7 +75,8 @@ def test_image_default_command_is_the_trainers_help(
     config = image_config(trainer_image)
     command = effective_command(config, {})
     assert command[:4] == ["python", "-m", "trainer", "train"], command
-    result = container_factory(trainer_image).run(command)
+    # Wide enough that the help's table prints option names whole (rich reads COLUMNS).
+    result = container_factory(trainer_image).run(command, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "--model-repository" in result.stdout
 

@@ -102,6 +102,19 @@ def test_each_image_installs_exactly_its_extra(extra: str, tmp_path: Path) -> No
     assert [line for line in listed if line] == EXTRAS[extra]
 
 
+DOCKERFILES = sorted(DOCKER_DIR.glob("*.Dockerfile"))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.stem)
+def test_build_inputs_are_copied_not_bind_mounted(dockerfile: Path) -> None:
+    """buildah's layer cache ignores a bind mount's content (containers/buildah#5400): a
+    RUN that reads pyproject.toml through one would reuse a stale install after an edit.
+    COPY makes the files part of the cache key. Secret mounts carry no build input."""
+    for keyword, rest in instructions(dockerfile):
+        mounts = re.findall(r"--mount=(\S+)", rest) if keyword == "RUN" else []
+        assert not [m for m in mounts if "type=secret" not in m], (dockerfile.name, rest[:200])
+
+
 @pytest.mark.parametrize(("extra", "resolved"), [("gateway", "fastapi"), ("rollout", "kubernetes")])
 def test_extra_pulls_in_no_tensorflow(extra: str, resolved: str) -> None:
     closure = dependency_closure(EXTRAS[extra])

@@ -28,22 +28,33 @@ CheckStatus = Literal["pass", "fail", "wait", "skip"]
 Decision = Literal["advance", "rollback", "wait"]
 
 
-# The recording rules the analysis reads (monitoring/rules): checked at start-up, so a
-# rules directory that lacks one is a clear error rather than a failed pass.
+# The recording rules the analysis reads (monitoring/rules), by what they measure: the
+# served traffic's, and the shadow copies' (a candidate in shadow answers only those).
+SERVED_RECORDS = {
+    "requests": "model_version:gateway_upstream_requests:rate5m",
+    "errors": "model_version:gateway_upstream_errors:ratio_rate5m",
+    "p99": "model_version:gateway_upstream_duration_seconds:p99_rate5m",
+    "accuracy": "model_version:gateway_online_accuracy:ratio_rate5m",
+    "feedback": "model_version:gateway_feedback:rate5m",
+}
+SHADOW_RECORDS = {
+    "requests": "model_version:gateway_shadow_requests:rate5m",
+    "errors": "model_version:gateway_shadow_errors:ratio_rate5m",
+    "p99": "model_version:gateway_shadow_duration_seconds:p99_rate5m",
+    "accuracy": "model_version:gateway_shadow_online_accuracy:ratio_rate5m",
+    "feedback": "model_version:gateway_shadow_feedback:rate5m",
+}
+AGREEMENT_RECORD = "model_version:gateway_shadow_agreement:ratio_rate5m"
+PSI_RECORD = "model_version_statistic:gateway_drift_psi:rate30m"
+DRIFT_OBSERVATIONS_RECORD = "model_version:gateway_drift_observations:rate30m"
+# Checked at start-up, so a rules directory that lacks one is a clear error rather than
+# a failed pass.
 REQUIRED_RECORDS = (
-    "model_version:gateway_upstream_requests:rate5m",
-    "model_version:gateway_upstream_errors:ratio_rate5m",
-    "model_version:gateway_upstream_duration_seconds:p99_rate5m",
-    "model_version:gateway_online_accuracy:ratio_rate5m",
-    "model_version:gateway_feedback:rate5m",
-    "model_version:gateway_shadow_requests:rate5m",
-    "model_version:gateway_shadow_errors:ratio_rate5m",
-    "model_version:gateway_shadow_duration_seconds:p99_rate5m",
-    "model_version:gateway_shadow_online_accuracy:ratio_rate5m",
-    "model_version:gateway_shadow_feedback:rate5m",
-    "model_version:gateway_shadow_agreement:ratio_rate5m",
-    "model_version_statistic:gateway_drift_psi:rate30m",
-    "model_version:gateway_drift_observations:rate30m",
+    *SERVED_RECORDS.values(),
+    *SHADOW_RECORDS.values(),
+    AGREEMENT_RECORD,
+    PSI_RECORD,
+    DRIFT_OBSERVATIONS_RECORD,
 )
 
 
@@ -138,47 +149,25 @@ def collect_evidence(
             results[record] = prometheus.query(expression)
         return results[record]
 
-    served = "model_version:gateway_upstream_requests:rate5m"
-    errors = "model_version:gateway_upstream_errors:ratio_rate5m"
-    p99 = "model_version:gateway_upstream_duration_seconds:p99_rate5m"
-    accuracy = "model_version:gateway_online_accuracy:ratio_rate5m"
-    feedback = "model_version:gateway_feedback:rate5m"
-    if stage == "shadow":
-        candidate_rules = {
-            "requests": "model_version:gateway_shadow_requests:rate5m",
-            "errors": "model_version:gateway_shadow_errors:ratio_rate5m",
-            "p99": "model_version:gateway_shadow_duration_seconds:p99_rate5m",
-            "accuracy": "model_version:gateway_shadow_online_accuracy:ratio_rate5m",
-            "feedback": "model_version:gateway_shadow_feedback:rate5m",
-        }
-    else:
-        candidate_rules = {
-            "requests": served,
-            "errors": errors,
-            "p99": p99,
-            "accuracy": accuracy,
-            "feedback": feedback,
-        }
+    served = SERVED_RECORDS
+    candidate_rules = SHADOW_RECORDS if stage == "shadow" else SERVED_RECORDS
     rate = _value(ask(candidate_rules["requests"]), model, candidate)
     evidence.candidate_requests = (rate or 0.0) * seconds
     evidence.candidate_error_ratio = _value(ask(candidate_rules["errors"]), model, candidate)
-    evidence.stable_error_ratio = _value(ask(errors), model, stable)
+    evidence.stable_error_ratio = _value(ask(served["errors"]), model, stable)
     evidence.candidate_p99_seconds = _value(ask(candidate_rules["p99"]), model, candidate)
-    evidence.stable_p99_seconds = _value(ask(p99), model, stable)
+    evidence.stable_p99_seconds = _value(ask(served["p99"]), model, stable)
     evidence.candidate_accuracy = _value(ask(candidate_rules["accuracy"]), model, candidate)
-    evidence.stable_accuracy = _value(ask(accuracy), model, stable)
+    evidence.stable_accuracy = _value(ask(served["accuracy"]), model, stable)
     rate = _value(ask(candidate_rules["feedback"]), model, candidate)
     evidence.candidate_feedback = (rate or 0.0) * seconds
-    evidence.stable_feedback = (_value(ask(feedback), model, stable) or 0.0) * seconds
+    evidence.stable_feedback = (_value(ask(served["feedback"]), model, stable) or 0.0) * seconds
     if stage == "shadow":
-        agreement = "model_version:gateway_shadow_agreement:ratio_rate5m"
-        evidence.agreement = _value(ask(agreement), model, candidate)
+        evidence.agreement = _value(ask(AGREEMENT_RECORD), model, candidate)
     elif policy.checks.drift.enabled:
-        psi = "model_version_statistic:gateway_drift_psi:rate30m"
-        evidence.candidate_psi = _max_value(ask(psi), model, candidate)
-        evidence.stable_psi = _max_value(ask(psi), model, stable)
-        observations = "model_version:gateway_drift_observations:rate30m"
-        rate = _value(ask(observations), model, candidate)
+        evidence.candidate_psi = _max_value(ask(PSI_RECORD), model, candidate)
+        evidence.stable_psi = _max_value(ask(PSI_RECORD), model, stable)
+        rate = _value(ask(DRIFT_OBSERVATIONS_RECORD), model, candidate)
         evidence.candidate_drift_observations = (rate or 0.0) * seconds
     return evidence
 

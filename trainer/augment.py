@@ -118,6 +118,14 @@ def change_thickness(images: tf.Tensor, seed: tf.Tensor, probability: float) -> 
     return tf_where_batch((draw >= probability / 2) & (draw < probability), eroded, out)
 
 
+def _pixel_grid() -> tuple[tf.Tensor, tf.Tensor]:
+    """Each pixel's row and column, float32 [28,28] each."""
+    import tensorflow as tf
+
+    index = tf.range(SIZE, dtype=tf.float32)
+    return tuple(tf.meshgrid(index, index, indexing="ij"))
+
+
 def _transform(images: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     """Apply per-sample projective transforms [B,8] (output -> input maps), bilinear."""
     import tensorflow as tf
@@ -215,9 +223,7 @@ def elastic(images: tf.Tensor, seed: tf.Tensor, alpha: float) -> tf.Tensor:
     coarse = tf.random.stateless_uniform([batch, cells, 2], seed, -1, 1)
     field = tf.einsum("bkc,kp->bpc", coarse, _upsampling_matrix()) * alpha
     field = tf.reshape(field, [batch, SIZE, SIZE, 2])
-    grid_rows, grid_cols = tf.meshgrid(
-        tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
-    )
+    grid_rows, grid_cols = _pixel_grid()
     return _bilinear_sample(images, grid_rows + field[..., 0], grid_cols + field[..., 1])
 
 
@@ -225,9 +231,7 @@ def _segments(starts: tf.Tensor, ends: tf.Tensor, half_width: tf.Tensor) -> tf.T
     """Soft pen strokes [B,28,28]: one straight segment per digit, (row, col) [B,2] to [B,2]."""
     import tensorflow as tf
 
-    rows, cols = tf.meshgrid(
-        tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
-    )
+    rows, cols = _pixel_grid()
     point = tf.stack([rows, cols], axis=-1)[None]  # [1,28,28,2]
     start, direction = starts[:, None, None, :], (ends - starts)[:, None, None, :]
     length2 = tf.maximum(tf.reduce_sum(direction**2, axis=-1), 1e-6)
@@ -250,42 +254,64 @@ def writing_conventions(
 
     batch = tf.shape(images)[0]
     s1, s2, s3, s4, s5 = _seeds(seed, 5)
-    ink = images > 0.5
+    # Every draw is made for the whole batch (so a digit's strokes do not depend on which
+    # others were chosen), then only the chosen digits, a few in a hundred, are drawn on.
+    draw = tf.random.stateless_uniform([batch, 4], s1)
+    half_width = tf.random.stateless_uniform([batch], s2, 0.6, 1.4)
+    bar_height = tf.random.stateless_uniform([batch], s3, 0.5, 0.65)
+    bar_half = tf.random.stateless_uniform([batch], s4, 3, 5.5)
+    angle_length = tf.random.stateless_uniform([batch, 2], s5, [0.35, 4.0], [1.05, 8.0])
+    labels = tf.cast(labels, tf.int32)
     index = tf.range(SIZE, dtype=tf.float32)
-    rows_any = tf.reduce_any(ink, axis=2)
+    rows_any = tf.reduce_any(images > 0.5, axis=2)
+    chosen = (
+        (draw[:, 0] < probability)
+        & tf.reduce_any(rows_any, axis=1)
+        & (tf.equal(labels, 1) | tf.equal(labels, 7))
+    )
+    where = tf.where(chosen)
+    draw, half_width, bar_height, bar_half, angle_length, labels, rows_any, digits = (
+        tf.gather_nd(tensor, where)
+        for tensor in (
+            draw,
+            half_width,
+            bar_height,
+            bar_half,
+            angle_length,
+            labels,
+            rows_any,
+            images,
+        )
+    )
+    ink = tf.cast(digits > 0.5, tf.float32)
     top = tf.reduce_min(tf.where(rows_any, index, float(SIZE)), axis=1)
     bottom = tf.reduce_max(tf.where(rows_any, index, -1.0), axis=1)
-    empty = top > bottom
-    top, bottom = tf.where(empty, 4.0, top), tf.where(empty, 23.0, bottom)
 
     def ink_column(row: tf.Tensor) -> tf.Tensor:
         """The mean column of the ink in each digit's `row` (rounded) and the rows beside it."""
-        near = tf.abs(index[None, :] - tf.round(row)[:, None]) <= 1  # [B,28] rows
-        weight = tf.reduce_sum(
-            tf.cast(ink, tf.float32) * tf.cast(near, tf.float32)[:, :, None], axis=1
-        )  # [B,28] columns
+        near = tf.cast(tf.abs(index[None, :] - tf.round(row)[:, None]) <= 1, tf.float32)
+        weight = tf.reduce_sum(ink * near[:, :, None], axis=1)  # [K,28] columns
         total = tf.reduce_sum(weight, axis=1)
         return tf.where(total > 0, tf.reduce_sum(weight * index, 1) / tf.maximum(total, 1), 14.0)
 
-    draw = tf.random.stateless_uniform([batch, 4], s1)
-    half_width = tf.random.stateless_uniform([batch], s2, 0.6, 1.4)
-    # 7: a crossbar a little below the middle of the stem, 3-5 px each side of it.
-    bar_row = top + (bottom - top) * tf.random.stateless_uniform([batch], s3, 0.5, 0.65)
+    # 7: a crossbar a little below the middle of the stem, 3-5 px each side of it, rising
+    # or falling up to a pixel over its length.
+    bar_row = top + (bottom - top) * bar_height
     bar_col = ink_column(bar_row)
-    bar_half = tf.random.stateless_uniform([batch], s4, 3, 5.5)
-    tilt = (draw[:, 3] - 0.5) * 2  # the bar rises or falls up to a pixel over its length
-    crossbar = _segments(
-        tf.stack([bar_row + tilt, bar_col - bar_half], 1),
-        tf.stack([bar_row - tilt, bar_col + bar_half], 1),
-        half_width,
-    )
+    tilt = (draw[:, 3] - 0.5) * 2
     # 1: a flag down and to the left of the stem's top, 4-8 px long at 20-60 degrees.
     top_col = ink_column(top + 1)
-    angle_length = tf.random.stateless_uniform([batch, 2], s5, [0.35, 4.0], [1.05, 8.0])
     angle, length = angle_length[:, 0], angle_length[:, 1]
-    flag = _segments(
-        tf.stack([top, top_col], 1),
-        tf.stack([top + length * tf.sin(angle), top_col - length * tf.cos(angle)], 1),
+    seven = tf.equal(labels, 7)[:, None]
+    stroke = _segments(
+        tf.where(
+            seven, tf.stack([bar_row + tilt, bar_col - bar_half], 1), tf.stack([top, top_col], 1)
+        ),
+        tf.where(
+            seven,
+            tf.stack([bar_row - tilt, bar_col + bar_half], 1),
+            tf.stack([top + length * tf.sin(angle), top_col - length * tf.cos(angle)], 1),
+        ),
         half_width,
     )
     bottom_col = ink_column(bottom - 1)
@@ -294,13 +320,11 @@ def writing_conventions(
         tf.stack([bottom, bottom_col + bar_half], 1),
         half_width,
     )
-    chosen = (draw[:, 0] < probability) & ~empty
-    labels = tf.cast(labels, tf.int32)
-    sevens, ones = chosen & tf.equal(labels, 7), chosen & tf.equal(labels, 1)
-    out = tf_where_batch(sevens, tf.maximum(images, crossbar), images)
-    with_flag = tf.maximum(out, flag)
-    out = tf_where_batch(ones, with_flag, out)
-    return tf_where_batch(ones & (draw[:, 1] < 0.35), tf.maximum(with_flag, foot), out)
+    drawn = tf.maximum(digits, stroke)
+    # A 1 gets a foot now and then, under its flag.
+    footed = tf.equal(labels, 1) & (draw[:, 1] < 0.35)
+    drawn = tf_where_batch(footed, tf.maximum(drawn, foot), drawn)
+    return tf.tensor_scatter_nd_update(images, where, drawn)
 
 
 def off_centre_crop(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Tensor:
@@ -364,9 +388,7 @@ def shading(images: tf.Tensor, seed: tf.Tensor, params: AugmentParams) -> tf.Ten
         ),
     )  # fmt: skip
     angle = tf.random.stateless_uniform([batch, 1, 1], s3, 0, 2 * math.pi)
-    rows, cols = tf.meshgrid(
-        tf.range(SIZE, dtype=tf.float32), tf.range(SIZE, dtype=tf.float32), indexing="ij"
-    )
+    rows, cols = _pixel_grid()
     ramp = tf.cos(angle) * cols / SIZE + tf.sin(angle) * rows / SIZE
     ramp = ramp - tf.reduce_min(ramp, axis=[1, 2], keepdims=True)
     amplitude = tf.random.stateless_uniform([batch, 1, 1], s4, 0, params.shading_amplitude)

